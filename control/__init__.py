@@ -1,0 +1,1 @@
+"""Control plane: Kubernetes-compatible API server, storage, controllers."""

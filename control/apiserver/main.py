@@ -1,0 +1,202 @@
+"""`meshnet-apiserver`: the Kubernetes-compatible API server with its controllers.
+
+Start-up order: credentials (CA, serving cert, token, admin.kubeconfig) -> store -> registry ->
+admission hooks -> HTTPS listener -> controllers. Shutdown on SIGTERM/SIGINT in reverse: stop
+controllers, stop accepting, let in-flight requests finish (watches end), close the store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import os
+import signal
+import ssl
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+log = logging.getLogger("meshnet.apiserver")
+
+SHUTDOWN_GRACE_S = 5.0
+
+
+def default_data_dir() -> str:
+    if os.environ.get("MESHNET_DATA_DIR"):
+        return os.environ["MESHNET_DATA_DIR"]
+    if os.geteuid() == 0:
+        return "/var/lib/meshnet"
+    return str(Path.home() / ".local/share/meshnet")
+
+
+def parse_host_port(text: str, default_port: int) -> tuple[str, int]:
+    """`127.0.0.1:6443`, `[::1]:6443`, `0.0.0.0`, `:6443`."""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.lstrip(":")
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    else:
+        host, port = text, ""
+    try:
+        port_num = int(port) if port else default_port
+        if not 0 <= port_num <= 65535:
+            raise ValueError
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid address {text!r}: the port must be a "
+                                         f"number from 0 to 65535") from None
+    return host or "0.0.0.0", port_num
+
+
+@dataclass(frozen=True)
+class Options:
+    data_dir: Path
+    listen_host: str
+    listen_port: int
+    store: str
+    service_cidr: str
+    node_port_range: str
+    lb_pool: str
+    cluster_domain: str
+    advertise_address: tuple[str, ...]
+    log_level: str = "info"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="meshnet-apiserver",
+        description="Kubernetes-compatible API server (HTTPS) with meshnet's controllers. "
+                    "On first start it writes a CA, a serving certificate, an admin token and "
+                    "admin.kubeconfig into the data dir.")
+    p.add_argument("--data-dir", default=default_data_dir(),
+                   help="where credentials and the embedded store live (default: "
+                        "$MESHNET_DATA_DIR, else /var/lib/meshnet as root, else "
+                        "~/.local/share/meshnet)")
+    p.add_argument("--listen", default="127.0.0.1:6443",
+                   help="HTTPS listen address HOST:PORT (default 127.0.0.1:6443; port 0 picks "
+                        "a free port and writes it into the kubeconfig)")
+    p.add_argument("--store", default="",
+                   help="storage backend: empty = embedded SQLite in the data dir, "
+                        "sqlite:///path.db, etcd://host:port[,host:port] (a later issue)")
+    p.add_argument("--service-cidr", default="10.96.0.0/12",
+                   help="ClusterIP range (default 10.96.0.0/12)")
+    p.add_argument("--node-port-range", default="30000-32767",
+                   help="NodePort range (default 30000-32767)")
+    p.add_argument("--lb-pool", default="",
+                   help="LoadBalancer addresses: comma-separated IPs, CIDRs or A-B ranges "
+                        "(default empty: LoadBalancer services stay <pending>)")
+    p.add_argument("--cluster-domain", default="cluster.local",
+                   help="cluster DNS domain (default cluster.local)")
+    p.add_argument("--advertise-address", action="append", default=[],
+                   help="address clients and the kubernetes Service use to reach this server "
+                        "(repeatable; added to the certificate's SANs)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return p
+
+
+def parse_options(argv: list[str] | None) -> Options:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        host, port = parse_host_port(args.listen, 6443)
+        ipaddress.ip_network(args.service_cidr, strict=False)
+        for addr in args.advertise_address:
+            ipaddress.ip_address(addr)
+    except (argparse.ArgumentTypeError, ValueError) as exc:
+        parser.error(str(exc))
+    return Options(Path(args.data_dir), host, port, args.store, args.service_cidr,
+                   args.node_port_range, args.lb_pool, args.cluster_domain,
+                   tuple(args.advertise_address), args.log_level)
+
+
+def _ssl_context(creds) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(creds.serving_cert, creds.serving_key)
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+async def serve(opts: Options, *, ready: asyncio.Event | None = None,
+                stop: asyncio.Event | None = None) -> None:
+    from meshnet.control.apiserver.app import make_app
+    from meshnet.control.apiserver.certs import ensure_credentials, write_kubeconfig, admin_token
+    from meshnet.control.apiserver.registry import Registry
+    from meshnet.control.controllers import ControllerConfig, install_admission, start_controllers
+    from meshnet.control.store import open_store
+
+    service_ip = str(next(ipaddress.ip_network(opts.service_cidr, strict=False).hosts()))
+    creds = ensure_credentials(opts.data_dir, listen_host=opts.listen_host,
+                               listen_port=opts.listen_port, advertise=list(opts.advertise_address),
+                               cluster_domain=opts.cluster_domain, service_ip=service_ip)
+    store = open_store(opts.store, str(opts.data_dir))
+    await store.start()
+    registry = Registry(store)
+    runner = None
+    manager = None
+    try:
+        address = opts.advertise_address[0] if opts.advertise_address else (
+            opts.listen_host if opts.listen_host not in ("0.0.0.0", "::") else "127.0.0.1")
+        app = make_app(registry, creds.tokens, f"{address}:{opts.listen_port}")
+        runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                               shutdown_timeout=SHUTDOWN_GRACE_S)
+        await runner.setup()
+        site = web.TCPSite(runner, opts.listen_host, opts.listen_port,
+                           ssl_context=_ssl_context(creds), backlog=1024, reuse_address=True)
+        await site.start()
+        port = runner.addresses[0][1] if opts.listen_port == 0 else opts.listen_port
+        if opts.listen_port == 0:
+            host = opts.listen_host if opts.listen_host not in ("0.0.0.0", "::") else "127.0.0.1"
+            write_kubeconfig(creds.kubeconfig, f"https://{host}:{port}",
+                             creds.ca_cert.read_bytes(), admin_token(creds.tokens))
+        config = ControllerConfig(
+            service_cidr=opts.service_cidr, node_port_range=opts.node_port_range,
+            lb_pool=opts.lb_pool, cluster_domain=opts.cluster_domain,
+            advertise_address=address, advertise_port=port)
+        install_admission(registry, config)
+        manager = start_controllers(registry, config)
+        await manager.start()
+        log.info("meshnet-apiserver serving on https://%s:%d (data dir %s, kubeconfig %s)",
+                 opts.listen_host, port, opts.data_dir, creds.kubeconfig)
+        print(f"meshnet-apiserver ready on https://{opts.listen_host}:{port} "
+              f"kubeconfig={creds.kubeconfig}", flush=True)
+        if ready is not None:
+            ready.set()
+        await (stop.wait() if stop is not None else asyncio.Event().wait())
+    finally:
+        if manager is not None:
+            await manager.stop()
+        if runner is not None:
+            await runner.cleanup()
+        await store.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parse_options(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
+                                                   "%(message)s", stream=sys.stderr)
+    logging.getLogger().setLevel(opts.log_level.upper())
+    import uvloop
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(opts, stop=stop)
+
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(run())
+    except OSError as exc:
+        print(f"meshnet-apiserver: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Watch streams: `?watch=true` as newline-delimited JSON events.
+
+One event per line: `{"type": "ADDED"|"MODIFIED"|"DELETED"|"BOOKMARK"|"ERROR", "object": ...}`.
+A resourceVersion older than the store's history yields one ERROR event carrying a 410
+Expired Status (what client-go and the Python client expect), then the stream ends. Streams
+end cleanly at `timeoutSeconds` (default: kube's min-request-timeout of 1800 s, jittered, so
+that long-lived watchers reconnect at different times). BOOKMARK events, when asked for with
+`allowWatchBookmarks=true`, carry the latest revision the stream has passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+from aiohttp import web
+
+from meshnet.api import errors
+from meshnet.control.apiserver import wire
+from meshnet.control.apiserver.paths import RequestInfo
+from meshnet.control.apiserver.registry import Registry
+
+DEFAULT_TIMEOUT_S = 1800.0
+BOOKMARK_INTERVAL_S = 30.0
+
+
+def _timeout(request: web.Request) -> float:
+    raw = request.query.get("timeoutSeconds")
+    if raw is None:
+        return DEFAULT_TIMEOUT_S * (1 + random.random())
+    try:
+        value = float(raw)
+    except ValueError:
+        raise errors.bad_request(f'invalid timeoutSeconds "{raw}": must be a number') from None
+    return max(value, 0.0)
+
+
+async def serve_watch(request: web.Request, registry: Registry, ri: RequestInfo,
+                      *, bookmark_interval_s: float = BOOKMARK_INTERVAL_S) -> web.StreamResponse:
+    timeout = _timeout(request)
+    bookmarks = wire.query_bool(request, "allowWatchBookmarks")
+    as_table = wire.wants_table(request)
+    info = ri.info
+    watch = registry.watch(info, ri.namespace, since=request.query.get("resourceVersion", ""),
+                           label_selector=request.query.get("labelSelector", ""),
+                           field_selector=request.query.get("fieldSelector", ""))
+    response = web.StreamResponse(headers={"Content-Type": "application/json",
+                                           "Cache-Control": "no-cache, private"})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    events = watch.__aiter__()
+    pending: asyncio.Future | None = None
+
+    def frame(event_type: str, obj: dict) -> bytes:
+        if as_table and event_type in ("ADDED", "MODIFIED", "DELETED"):
+            from meshnet.control.apiserver.table import to_table
+
+            obj = to_table(info, [obj], include_object=request.query.get(
+                "includeObject", "Metadata"), now=time.time())
+        return wire.dumps({"type": event_type, "object": obj}) + b"\n"
+
+    try:
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            if pending is None:
+                pending = asyncio.ensure_future(events.__anext__())
+            done, _ = await asyncio.wait({pending}, timeout=min(remaining, bookmark_interval_s))
+            if not done:
+                if bookmarks:
+                    await response.write(frame("BOOKMARK", {
+                        "kind": info.kind, "apiVersion": info.api_version,
+                        "metadata": {"resourceVersion": str(watch.revision)}}))
+                continue
+            try:
+                event = pending.result()
+            except StopAsyncIteration:
+                break
+            except errors.StatusError as exc:
+                await response.write(frame("ERROR", exc.to_status()))
+                break
+            finally:
+                pending = None
+            await response.write(frame(event.type, event.object))
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass  # the client went away, or the server is shutting down
+    finally:
+        if pending is not None:
+            pending.cancel()
+        watch.close()
+    try:
+        await response.write_eof()
+    except ConnectionResetError:
+        pass
+    return response

@@ -1,0 +1,1 @@
+"""Cluster DNS (a later issue)."""

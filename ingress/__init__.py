@@ -1,0 +1,1 @@
+"""Ingress controller (a later issue)."""

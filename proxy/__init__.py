@@ -1,0 +1,1 @@
+"""Node proxy (a later issue)."""

@@ -1,0 +1,118 @@
+"""Shared fixtures: a real meshnet-apiserver process on a free loopback port.
+
+`apiserver` starts one per test module in a fresh data dir (so modules never see each
+other's objects), waits for its ready line, and kills it by PID at teardown — also when the
+test fails. `ApiServer.restart()` and `.kill()` exist for durability tests.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+READY_TIMEOUT_S = 30.0
+
+
+class ApiServer:
+    def __init__(self, data_dir: Path, extra_args: list[str]):
+        self.data_dir = data_dir
+        self.extra_args = extra_args
+        self.proc: subprocess.Popen | None = None
+        self.port = 0
+        self.log_path = data_dir / "apiserver.log"
+
+    def __repr__(self) -> str:
+        state = f"pid={self.proc.pid}" if self.proc else "stopped"
+        return f"<ApiServer 127.0.0.1:{self.port} {state}>"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.data_dir / "admin.kubeconfig"
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def token(self) -> str:
+        return (self.data_dir / "tokens.csv").read_text().split(",")[0]
+
+    @property
+    def ca(self) -> str:
+        return str(self.data_dir / "ca.crt")
+
+    def start(self) -> None:
+        listen = f"127.0.0.1:{self.port}"
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [str(BIN / "meshnet-apiserver"), "--data-dir", str(self.data_dir),
+             "--listen", listen, *self.extra_args],
+            stdout=subprocess.PIPE, stderr=log, start_new_session=True)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        line = b""
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            if b"ready on" in line:
+                self.port = int(line.split(b"ready on https://")[1].split(b" ")[0]
+                                .rsplit(b":", 1)[1])
+                return
+        self.stop()
+        raise RuntimeError(f"meshnet-apiserver did not start: {line!r}; log:\n"
+                           f"{self.log_path.read_text()[-4000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL: the crash case."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+            self.proc = None
+
+    def restart(self, *, kill: bool = False) -> None:
+        self.kill() if kill else self.stop()
+        self.start()
+
+
+def start_apiserver(tmp: Path, extra_args: list[str] | None = None) -> ApiServer:
+    server = ApiServer(tmp, extra_args or [])
+    server.start()
+    return server
+
+
+@pytest.fixture(scope="module")
+def apiserver(tmp_path_factory):
+    server = start_apiserver(tmp_path_factory.mktemp("apiserver"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def k8s(apiserver):
+    """An official `kubernetes` client ApiClient configured from the generated kubeconfig."""
+    from kubernetes import client, config
+
+    api_client = config.new_client_from_config(config_file=str(apiserver.kubeconfig))
+    try:
+        yield api_client
+    finally:
+        api_client.close()
