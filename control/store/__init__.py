@@ -9,7 +9,8 @@ from .base import (Compacted, Event, KeyExists, KeyNotFound, KeyValue, Op, Revis
 from .sqlite import SQLiteStore
 
 __all__ = [
-    "BackendNotImplemented", "Compacted", "Event", "KeyExists", "KeyNotFound", "KeyValue", "Op", "RevisionMismatch",
+    "BackendNotImplemented", "Compacted", "Event", "KeyExists", "KeyNotFound", "KeyValue", "Op",
+    "RevisionMismatch",
     "SQLiteStore", "Store", "StoreError", "WatchClosed", "Watcher", "open_store",
 ]
 
@@ -38,7 +39,8 @@ def open_store(url: str, data_dir: str, **options: object) -> Store:
                              f"{os.path.join(data_dir, DEFAULT_DB_NAME)}")
         return SQLiteStore(path, **options)
     if url.startswith(("etcd://", "etcds://")):
-        raise BackendNotImplemented(f"store URL {url!r}: the etcd backend is not implemented yet (it arrives "
-                         "in a later issue); use 'sqlite' (the default) for now")
+        raise BackendNotImplemented(f"store URL {url!r}: the etcd backend is not implemented "
+                                    "yet (it arrives in a later issue); use 'sqlite' (the "
+                                    "default) for now")
     raise StoreError(f"store URL {url!r}: unsupported scheme; use '' or 'sqlite' "
                      f"(<data_dir>/{DEFAULT_DB_NAME}) or 'sqlite:///absolute/path.db'")
