@@ -131,7 +131,8 @@ async def api_group_version(request: web.Request) -> web.Response:
 
 
 async def openapi_v2(request: web.Request) -> web.Response:
-    return wire.json_response(openapi.openapi_v2())
+    body, content_type = openapi.openapi_v2_for(request.headers.get("Accept", ""))
+    return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 async def openapi_v3_root(request: web.Request) -> web.Response:

@@ -64,6 +64,9 @@ class Options:
     cluster_domain: str
     advertise_address: tuple[str, ...]
     log_level: str = "info"
+    history_seconds: float = 900.0
+    history_min_events: int = 50_000
+    compaction_interval_s: float = 30.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="address clients and the kubernetes Service use to reach this server "
                         "(repeatable; added to the certificate's SANs)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--watch-history-seconds", type=float, default=900.0,
+                   help="keep watch history at least this long (default 900); older "
+                        "resourceVersions get 410 Gone")
+    p.add_argument("--watch-history-min-events", type=int, default=50_000,
+                   help="and always at least this many events (default 50000)")
+    p.add_argument("--compaction-interval-seconds", type=float, default=30.0,
+                   help="how often history is compacted (default 30)")
     return p
 
 
@@ -110,7 +120,8 @@ def parse_options(argv: list[str] | None) -> Options:
         parser.error(str(exc))
     return Options(Path(args.data_dir), host, port, args.store, args.service_cidr,
                    args.node_port_range, args.lb_pool, args.cluster_domain,
-                   tuple(args.advertise_address), args.log_level)
+                   tuple(args.advertise_address), args.log_level, args.watch_history_seconds,
+                   args.watch_history_min_events, args.compaction_interval_seconds)
 
 
 def _ssl_context(creds) -> ssl.SSLContext:
@@ -133,7 +144,9 @@ async def serve(opts: Options, *, ready: asyncio.Event | None = None,
     creds = ensure_credentials(opts.data_dir, listen_host=opts.listen_host,
                                listen_port=opts.listen_port, advertise=list(opts.advertise_address),
                                cluster_domain=opts.cluster_domain, service_ip=service_ip)
-    store = open_store(opts.store, str(opts.data_dir))
+    store = open_store(opts.store, str(opts.data_dir), history_seconds=opts.history_seconds,
+                       history_min_events=opts.history_min_events,
+                       compaction_interval_s=opts.compaction_interval_s)
     await store.start()
     registry = Registry(store)
     runner = None

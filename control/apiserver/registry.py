@@ -242,6 +242,7 @@ class Registry:
                 return await self._delete_now(info, key, kv, old, dry_run)
             extra = await self._admit(info.kind, "update", new, old)
             if dry_run:
+                new["metadata"]["resourceVersion"] = str(kv.mod_revision)
                 return new
             try:
                 kvs = await self.store.txn(
