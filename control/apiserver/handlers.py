@@ -7,7 +7,6 @@ watch.py. No handler touches the store directly.
 
 from __future__ import annotations
 
-import copy
 import time
 
 from aiohttp import web
@@ -88,7 +87,7 @@ async def update(request: web.Request, registry: Registry, ri: RequestInfo) -> w
 
 
 async def patch(request: web.Request, registry: Registry, ri: RequestInfo) -> web.Response:
-    from meshnet.api.patch import PatchError, apply_patch
+    from meshnet.api.patch import PatchError, UnsupportedPatchType, apply_patch
 
     _require_name(ri, "PATCH")
     content_type = request.content_type
@@ -108,11 +107,14 @@ async def patch(request: web.Request, registry: Registry, ri: RequestInfo) -> we
             raise
         base = to_scale(ri, current) if ri.subresource == "scale" else current
         try:
-            patched = apply_patch(copy.deepcopy(base), body, content_type, base["kind"])
+            patched = apply_patch(base, body, content_type, base["kind"])
+        except UnsupportedPatchType as exc:
+            raise errors.unsupported_media_type(exc.content_type) from None
         except PatchError as exc:
-            raise errors.StatusError(422 if "test" in str(exc) else 400,
-                                     "Invalid" if "test" in str(exc) else "BadRequest",
-                                     f"the patch could not be applied: {exc}") from None
+            if exc.parse_error:
+                raise errors.bad_request(f"error decoding patch: {exc}") from None
+            raise errors.StatusError(422, "Invalid", f"the patch could not be applied to "
+                                     f"{info.plural} \"{ri.name}\": {exc}") from None
         if not isinstance(patched, dict):
             raise errors.bad_request("the patch must produce an object")
         if ri.subresource == "scale":
