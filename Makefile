@@ -30,7 +30,7 @@ run: install
 	$(BIN)/meshnet-apiserver $(ARGS)
 
 bench: install
-	$(BIN)/python bench/run.py $(ARGS)
+	$(BIN)/python bench/bench_apiserver.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

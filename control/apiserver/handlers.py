@@ -20,6 +20,9 @@ APPLY_PATCH = "application/apply-patch+yaml"
 PATCH_TYPES = ("application/merge-patch+json", "application/strategic-merge-patch+json",
                "application/json-patch+json", APPLY_PATCH)
 MAX_PATCH_RETRIES = 8
+# kube-apiserver answers a DELETE with the deleted object for these kinds (their registries set
+# ReturnDeletedObject; the generated clients decode a V1Pod / V1Service), a Status otherwise.
+RETURNS_DELETED_OBJECT = frozenset({"Pod", "Service"})
 
 
 def _dry_run(request: web.Request) -> bool:
@@ -70,14 +73,14 @@ async def create(request: web.Request, registry: Registry, ri: RequestInfo) -> w
         raise errors.StatusError(404, "NotFound", "the server could not find the requested "
                                  f"resource: {ri.info.plural} are created under "
                                  f"/namespaces/<namespace>/{ri.info.plural}")
-    obj = wire.decode_object(await wire.read_body(request), request.content_type)
+    obj = wire.decode_object(await wire.read_body(request), wire.content_type(request))
     created = await registry.create(ri.info, ri.namespace, obj, dry_run=_dry_run(request))
     return wire.json_response(created, status=201)
 
 
 async def update(request: web.Request, registry: Registry, ri: RequestInfo) -> web.Response:
     _require_name(ri, "PUT")
-    obj = wire.decode_object(await wire.read_body(request), request.content_type)
+    obj = wire.decode_object(await wire.read_body(request), wire.content_type(request))
     if ri.subresource == "scale":
         return wire.json_response(await _update_scale(registry, ri, obj))
     updated = await registry.update(ri.info, ri.namespace, ri.name, obj,
@@ -90,7 +93,7 @@ async def patch(request: web.Request, registry: Registry, ri: RequestInfo) -> we
     from meshnet.api.patch import PatchError, UnsupportedPatchType, apply_patch
 
     _require_name(ri, "PATCH")
-    content_type = request.content_type
+    content_type = wire.content_type(request)
     if content_type not in PATCH_TYPES:
         raise errors.unsupported_media_type(content_type)
     body = await wire.read_body(request)
@@ -141,15 +144,15 @@ async def delete(request: web.Request, registry: Registry, ri: RequestInfo) -> w
     options = {}
     body = await wire.read_body(request)
     if body.strip():
-        options = wire.decode_object(body, request.content_type or "application/json")
+        options = wire.decode_object(body, wire.content_type(request))
     preconditions = options.get("preconditions") or {}
     dry_run = _dry_run(request) or options.get("dryRun") == ["All"]
     deleted = await registry.delete(ri.info, ri.namespace, ri.name,
                                     precondition_uid=preconditions.get("uid"),
                                     precondition_rv=preconditions.get("resourceVersion"),
                                     dry_run=dry_run)
-    if deleted["metadata"].get("deletionTimestamp"):
-        return wire.json_response(deleted)  # still there, waiting on finalizers
+    if deleted["metadata"].get("deletionTimestamp") or ri.info.kind in RETURNS_DELETED_OBJECT:
+        return wire.json_response(deleted)  # or still there, waiting on finalizers
     return wire.json_response(wire.success_status(ri.info, ri.name,
                                                   deleted["metadata"].get("uid", "")))
 

@@ -65,6 +65,14 @@ def decode_object(body: bytes, content_type: str) -> dict:
     return obj
 
 
+def content_type(request: web.Request) -> str:
+    """The body's media type; "" when the client sent none (aiohttp would say octet-stream).
+
+    The official Python client sends JSON bodies without a Content-Type header.
+    """
+    return request.content_type if "Content-Type" in request.headers else ""
+
+
 def wants_table(request: web.Request) -> bool:
     """kubectl asks `application/json;as=Table;v=v1;g=meta.k8s.io, application/json`."""
     accept = request.headers.get("Accept", "").replace(" ", "").lower()
