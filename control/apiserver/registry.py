@@ -213,7 +213,7 @@ class Registry:
 
     async def update(self, info: ResourceInfo, namespace: str | None, name: str, obj: dict, *,
                      subresource: str | None = None, dry_run: bool = False) -> dict:
-        from meshnet.api.validation import default_object, validate_object
+        from meshnet.api.validation import default_object, prepare_for_update, validate_object
 
         key = info.key(namespace, name)
         for _ in range(MAX_WRITE_RETRIES):
@@ -232,6 +232,7 @@ class Registry:
                 raise errors.stale_version(info.plural, name, info.group)
             new = self._merge_update(info, old, new, subresource)
             default_object(info, new)
+            prepare_for_update(info, new, old)
             causes = validate_object(info, new, old)
             if causes:
                 raise errors.invalid(info.kind, name, causes, info.group)
@@ -472,7 +473,7 @@ def _matcher(info: ResourceInfo, label_selector: str, field_selector: str):
     try:
         labels = parse_selector(label_selector) if label_selector else None
     except SelectorError as exc:
-        raise errors.bad_request(f"unable to parse requirement: {exc}") from None
+        raise errors.bad_request(str(exc)) from None
     try:
         fields = parse_field_selector(field_selector, info) if field_selector else None
     except FieldSelectorError as exc:
