@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 import os
 import signal
+import socket
 import ssl
 import sys
 from dataclasses import dataclass
@@ -124,6 +126,19 @@ def parse_options(argv: list[str] | None) -> Options:
                    args.watch_history_min_events, args.compaction_interval_seconds)
 
 
+def advertise_address(opts: Options) -> str:
+    """The IP the `kubernetes` Endpoints publish: --advertise-address, else the listen IP."""
+    if opts.advertise_address:
+        return opts.advertise_address[0]
+    host = opts.listen_host
+    if host in ("0.0.0.0", "::", "localhost"):
+        return "127.0.0.1" if host != "::" else "::1"
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return socket.gethostbyname(host)
+
+
 def _ssl_context(creds) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -140,7 +155,12 @@ async def serve(opts: Options, *, ready: asyncio.Event | None = None,
     from meshnet.control.controllers import ControllerConfig, install_admission, start_controllers
     from meshnet.control.store import open_store
 
-    service_ip = str(next(ipaddress.ip_network(opts.service_cidr, strict=False).hosts()))
+    address = advertise_address(opts)
+    config = ControllerConfig(
+        service_cidr=opts.service_cidr, node_port_range=opts.node_port_range,
+        lb_pool=opts.lb_pool, cluster_domain=opts.cluster_domain,
+        advertise_address=address, advertise_port=opts.listen_port or 6443)
+    service_ip = str(config.kubernetes_service_ip)
     creds = ensure_credentials(opts.data_dir, listen_host=opts.listen_host,
                                listen_port=opts.listen_port, advertise=list(opts.advertise_address),
                                cluster_domain=opts.cluster_domain, service_ip=service_ip)
@@ -152,8 +172,6 @@ async def serve(opts: Options, *, ready: asyncio.Event | None = None,
     runner = None
     manager = None
     try:
-        address = opts.advertise_address[0] if opts.advertise_address else (
-            opts.listen_host if opts.listen_host not in ("0.0.0.0", "::") else "127.0.0.1")
         app = make_app(registry, creds.tokens, f"{address}:{opts.listen_port}")
         runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                shutdown_timeout=SHUTDOWN_GRACE_S)
@@ -166,10 +184,7 @@ async def serve(opts: Options, *, ready: asyncio.Event | None = None,
             host = opts.listen_host if opts.listen_host not in ("0.0.0.0", "::") else "127.0.0.1"
             write_kubeconfig(creds.kubeconfig, f"https://{host}:{port}",
                              creds.ca_cert.read_bytes(), admin_token(creds.tokens))
-        config = ControllerConfig(
-            service_cidr=opts.service_cidr, node_port_range=opts.node_port_range,
-            lb_pool=opts.lb_pool, cluster_domain=opts.cluster_domain,
-            advertise_address=address, advertise_port=port)
+        config = dataclasses.replace(config, advertise_port=port)
         install_admission(registry, config)
         manager = start_controllers(registry, config)
         await manager.start()
@@ -205,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(run())
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         print(f"meshnet-apiserver: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -240,7 +240,10 @@ class Registry:
                 return old  # no-op updates do not bump the resourceVersion (kube does the same)
             new_meta = new["metadata"]
             if new_meta.get("deletionTimestamp") and not _finalizers(new):
-                return await self._delete_now(info, key, kv, old, dry_run)
+                try:
+                    return await self._delete_now(info, key, kv, old, dry_run)
+                except (RevisionMismatch, KeyNotFound, KeyExists):
+                    continue
             extra = await self._admit(info.kind, "update", new, old)
             if dry_run:
                 new["metadata"]["resourceVersion"] = str(kv.mod_revision)
