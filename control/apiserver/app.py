@@ -25,6 +25,7 @@ PUBLIC_PATHS = frozenset({"/version", "/healthz", "/livez", "/readyz"})
 REGISTRY_KEY = web.AppKey("registry", Registry)
 TOKENS_KEY = web.AppKey("tokens", dict)
 ADDRESS_KEY = web.AppKey("address", str)
+WATCHES_KEY = web.AppKey("watches", set)
 
 
 def _authenticate(request: web.Request) -> None:
@@ -76,7 +77,7 @@ async def resource(request: web.Request) -> web.StreamResponse:
     if method == "GET":
         if ri.name is None:
             if wire.query_bool(request, "watch"):
-                return await serve_watch(request, registry, ri)
+                return await serve_watch(request, registry, ri, request.app[WATCHES_KEY])
             return await handlers.list_(request, registry, ri)
         return await handlers.get(request, registry, ri)
     if method == "POST":
@@ -152,11 +153,18 @@ async def openapi_v3_doc(request: web.Request) -> web.Response:
     return wire.json_response(doc)
 
 
+async def _close_watches(app: web.Application) -> None:
+    for watch in list(app[WATCHES_KEY]):
+        watch.close()
+
+
 def make_app(registry: Registry, tokens: dict[str, str], address: str) -> web.Application:
     app = web.Application(middlewares=[status_errors], client_max_size=wire.MAX_BODY_BYTES)
     app[REGISTRY_KEY] = registry
     app[TOKENS_KEY] = tokens
     app[ADDRESS_KEY] = address
+    app[WATCHES_KEY] = set()
+    app.on_shutdown.append(_close_watches)
     r = app.router
     r.add_get("/version", version)
     for path in ("/healthz", "/livez", "/readyz"):

@@ -36,8 +36,13 @@ def _timeout(request: web.Request) -> float:
     return max(value, 0.0)
 
 
-async def serve_watch(request: web.Request, registry: Registry, ri: RequestInfo,
+async def serve_watch(request: web.Request, registry: Registry, ri: RequestInfo, active: set,
                       *, bookmark_interval_s: float = BOOKMARK_INTERVAL_S) -> web.StreamResponse:
+    """Stream events until timeout, client disconnect, or server shutdown.
+
+    `active` is the server's set of open watches: shutdown closes them all so that streams
+    end cleanly (clients see the end of the response and re-watch elsewhere).
+    """
     timeout = _timeout(request)
     bookmarks = wire.query_bool(request, "allowWatchBookmarks")
     as_table = wire.wants_table(request)
@@ -45,6 +50,7 @@ async def serve_watch(request: web.Request, registry: Registry, ri: RequestInfo,
     watch = registry.watch(info, ri.namespace, since=request.query.get("resourceVersion", ""),
                            label_selector=request.query.get("labelSelector", ""),
                            field_selector=request.query.get("fieldSelector", ""))
+    active.add(watch)
     response = web.StreamResponse(headers={"Content-Type": "application/json",
                                            "Cache-Control": "no-cache, private"})
     response.enable_chunked_encoding()
@@ -86,12 +92,13 @@ async def serve_watch(request: web.Request, registry: Registry, ri: RequestInfo,
             finally:
                 pending = None
             await response.write(frame(event.type, event.object))
-    except (ConnectionResetError, asyncio.CancelledError):
-        pass  # the client went away, or the server is shutting down
+    except ConnectionResetError:
+        pass  # the client went away
     finally:
         if pending is not None:
             pending.cancel()
         watch.close()
+        active.discard(watch)
     try:
         await response.write_eof()
     except ConnectionResetError:
