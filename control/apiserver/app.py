@@ -17,7 +17,7 @@ from meshnet.api import errors
 from meshnet.control.apiserver import discovery, handlers, openapi, wire
 from meshnet.control.apiserver.paths import parse_resource_path
 from meshnet.control.apiserver.registry import Registry
-from meshnet.control.apiserver.watch import serve_watch
+from meshnet.control.apiserver.watch import BOOKMARK_INTERVAL_S, serve_watch
 
 log = logging.getLogger("meshnet.apiserver")
 
@@ -26,6 +26,7 @@ REGISTRY_KEY = web.AppKey("registry", Registry)
 TOKENS_KEY = web.AppKey("tokens", dict)
 ADDRESS_KEY = web.AppKey("address", str)
 WATCHES_KEY = web.AppKey("watches", set)
+BOOKMARK_KEY = web.AppKey("bookmark_interval_s", float)
 
 
 def _authenticate(request: web.Request) -> None:
@@ -77,7 +78,8 @@ async def resource(request: web.Request) -> web.StreamResponse:
     if method == "GET":
         if ri.name is None:
             if wire.query_bool(request, "watch"):
-                return await serve_watch(request, registry, ri, request.app[WATCHES_KEY])
+                return await serve_watch(request, registry, ri, request.app[WATCHES_KEY],
+                                         bookmark_interval_s=request.app[BOOKMARK_KEY])
             return await handlers.list_(request, registry, ri)
         return await handlers.get(request, registry, ri)
     if method == "POST":
@@ -158,12 +160,14 @@ async def _close_watches(app: web.Application) -> None:
         watch.close()
 
 
-def make_app(registry: Registry, tokens: dict[str, str], address: str) -> web.Application:
+def make_app(registry: Registry, tokens: dict[str, str], address: str, *,
+             bookmark_interval_s: float = BOOKMARK_INTERVAL_S) -> web.Application:
     app = web.Application(middlewares=[status_errors], client_max_size=wire.MAX_BODY_BYTES)
     app[REGISTRY_KEY] = registry
     app[TOKENS_KEY] = tokens
     app[ADDRESS_KEY] = address
     app[WATCHES_KEY] = set()
+    app[BOOKMARK_KEY] = bookmark_interval_s
     app.on_shutdown.append(_close_watches)
     r = app.router
     r.add_get("/version", version)

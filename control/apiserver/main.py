@@ -69,6 +69,7 @@ class Options:
     history_seconds: float = 900.0
     history_min_events: int = 50_000
     compaction_interval_s: float = 30.0
+    bookmark_interval_s: float = 30.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="and always at least this many events (default 50000)")
     p.add_argument("--compaction-interval-seconds", type=float, default=30.0,
                    help="how often history is compacted (default 30)")
+    p.add_argument("--watch-bookmark-interval-seconds", type=float, default=30.0,
+                   help="how often a quiet watch that asked for bookmarks gets one (default 30)")
     return p
 
 
@@ -123,7 +126,8 @@ def parse_options(argv: list[str] | None) -> Options:
     return Options(Path(args.data_dir), host, port, args.store, args.service_cidr,
                    args.node_port_range, args.lb_pool, args.cluster_domain,
                    tuple(args.advertise_address), args.log_level, args.watch_history_seconds,
-                   args.watch_history_min_events, args.compaction_interval_seconds)
+                   args.watch_history_min_events, args.compaction_interval_seconds,
+                   args.watch_bookmark_interval_seconds)
 
 
 def advertise_address(opts: Options) -> str:
@@ -172,7 +176,8 @@ async def serve(opts: Options, *, ready: asyncio.Event | None = None,
     runner = None
     manager = None
     try:
-        app = make_app(registry, creds.tokens, f"{address}:{opts.listen_port}")
+        app = make_app(registry, creds.tokens, f"{address}:{opts.listen_port}",
+                       bookmark_interval_s=opts.bookmark_interval_s)
         runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                shutdown_timeout=SHUTDOWN_GRACE_S)
         await runner.setup()

@@ -226,3 +226,37 @@ def test_bad_input_is_refused_and_server_keeps_serving(server):
         assert code == 200 and time.monotonic() - start < 5
     finally:
         tls.close()
+
+
+def test_bookmarks_and_table_output(tmp_path):
+    server = start_apiserver(tmp_path, ["--watch-bookmark-interval-seconds", "0.2"])
+    try:
+        raw = Raw(server)
+        code, listed = raw.call("GET", "/api/v1/namespaces/default/configmaps")
+        rv = listed["metadata"]["resourceVersion"]
+        raw.call("POST", "/api/v1/namespaces/default/configmaps", {"metadata": {"name": "b1"}})
+        req = urllib.request.Request(
+            f"{server.url}/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}"
+            f"&allowWatchBookmarks=true&timeoutSeconds=1", headers=raw.headers)
+        with urllib.request.urlopen(req, context=raw.ctx, timeout=10) as resp:
+            events = [json.loads(line) for line in resp]
+        types = [e["type"] for e in events]
+        assert types[0] == "ADDED" and "BOOKMARK" in types
+        bookmark = next(e for e in events if e["type"] == "BOOKMARK")
+        assert int(bookmark["object"]["metadata"]["resourceVersion"]) >= int(
+            events[0]["object"]["metadata"]["resourceVersion"])
+
+        table_headers = {**raw.headers,
+                         "Accept": "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"}
+        req = urllib.request.Request(f"{server.url}/api/v1/namespaces/kube-system/services",
+                                     headers=table_headers)
+        with urllib.request.urlopen(req, context=raw.ctx, timeout=10) as resp:
+            table = json.loads(resp.read())
+        assert table["kind"] == "Table"
+        names = [c["name"] for c in table["columnDefinitions"]]
+        assert names[:6] == ["Name", "Type", "Cluster-IP", "External-IP", "Port(s)", "Age"]
+        row = table["rows"][0]["cells"]
+        assert row[:5] == ["kube-dns", "ClusterIP", "10.96.0.10", "<none>",
+                           "53/UDP,53/TCP,9153/TCP"]
+    finally:
+        server.stop()
