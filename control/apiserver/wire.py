@@ -1,7 +1,8 @@
 """Request and response bodies at the HTTP boundary: decoding, size limits, negotiation.
 
-The only place where bytes from a client become Python objects. JSON and YAML bodies are
-accepted (kubectl and the official clients send JSON); YAML errors name the line and column.
+The only place where bytes from a client become Python objects. JSON, YAML and Kubernetes
+protobuf bodies are accepted (the official clients send JSON, kubectl's typed commands
+protobuf); YAML errors name the line and column, protobuf errors the byte offset.
 A body larger than MAX_BODY_BYTES is refused with 413 before it is read in full.
 """
 
@@ -13,6 +14,8 @@ import yaml
 from aiohttp import web
 
 from meshnet.api import errors
+from meshnet.control.apiserver.protobuf import CONTENT_TYPE as PROTOBUF_TYPE
+from meshnet.control.apiserver.protobuf import ProtobufError, decode_protobuf_object
 
 # kube-apiserver's default request body limit is 3 MiB (etcd's value size limit is 1.5 MiB
 # per object, and requests are limited a little above that). We follow the larger figure.
@@ -52,6 +55,11 @@ def decode_object(body: bytes, content_type: str) -> dict:
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
             raise errors.bad_request(f"error decoding YAML body{where}: "
                                      f"{getattr(exc, 'problem', exc)}") from None
+    elif content_type == PROTOBUF_TYPE:  # kubectl 1.32+ typed clients (create namespace, ...)
+        try:
+            obj = decode_protobuf_object(body)
+        except ProtobufError as exc:
+            raise errors.bad_request(str(exc)) from None
     elif content_type in JSON_TYPES or content_type.endswith("+json"):
         try:
             obj = json.loads(body)

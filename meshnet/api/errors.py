@@ -162,6 +162,7 @@ def unsupported_media_type(content_type: str) -> StatusError:
     return StatusError(415, "UnsupportedMediaType",
                        f'the body of the request was in an unknown format - accepted media '
                        f'types include: application/json, application/yaml, '
+                       f'application/vnd.kubernetes.protobuf, '
                        f'application/json-patch+json, application/merge-patch+json, '
                        f'application/strategic-merge-patch+json, application/apply-patch+yaml '
                        f'(got "{content_type}")')

@@ -49,6 +49,16 @@ def default_namespace(obj: dict) -> None:
     status = sub(obj, "status")
     if status is not None:
         status.setdefault("phase", "Active")
+    # kube-apiserver (1.21+) always labels a namespace with its own name, so that
+    # namespaceSelectors can pick namespaces by name.
+    meta = sub(obj, "metadata")
+    name = meta.get("name") if meta is not None else None
+    if isinstance(name, str) and 0 < len(name) <= 63:  # longer names fail validation anyway
+        labels = meta.get("labels")
+        if labels is None:
+            labels = meta["labels"] = {}
+        if isinstance(labels, dict):
+            labels["kubernetes.io/metadata.name"] = name
 
 
 def validate_namespace(obj: dict, old: dict | None) -> Causes:
