@@ -12,7 +12,9 @@ durable) on a free loopback port in a temp data dir, then from one uvloop client
    objects one at a time and each watcher records when the ADDED event arrives; the latency is
    arrival minus the moment the create was sent, p50/p99 over every delivery.
 
-Prints a table and writes it to bench/results/apiserver-<date>.md.
+Then the same three measurements against a real etcd (the reference: kube-apiserver's store;
+see etcd_reference.py), and prints both with their ratio; the table is also written to
+bench/results/apiserver-<date>.md.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ import time
 from pathlib import Path
 
 import aiohttp
+
+sys.path.insert(0, str(Path(__file__).parent))
 
 BIN = Path(sys.executable).parent
 
@@ -124,7 +128,7 @@ async def bench_watch(session: aiohttp.ClientSession, url: str, watchers: int,
     return latencies
 
 
-async def run(args) -> str:
+async def run_meshnet(args) -> dict:
     with tempfile.TemporaryDirectory(prefix="meshnet-bench-") as data_dir:
         server = Server(data_dir)
         try:
@@ -141,21 +145,72 @@ async def run(args) -> str:
                 lat = await bench_watch(s, server.url, args.watchers, args.events, "watch")
         finally:
             server.stop()
+    return {"rate": rate, "list": list_times, "count": count, "watch": lat}
+
+
+async def run_etcd(args) -> dict:
+    import etcd_reference as ref
+
+    with tempfile.TemporaryDirectory(prefix="meshnet-bench-etcd-") as data_dir:
+        etcd = ref.Etcd(data_dir)
+        try:
+            conn = aiohttp.TCPConnector(limit=args.watchers + args.clients + 4)
+            async with aiohttp.ClientSession(connector=conn,
+                                             timeout=aiohttp.ClientTimeout(total=None)) as s:
+                await etcd.wait_ready(s)
+                rate = await ref.bench_creates(s, etcd.url, args.creates, args.clients, "bench")
+                list_times, count = await ref.bench_list(s, etcd.url, "bench")
+                lat = await ref.bench_watch(s, etcd.url, args.watchers, args.events, "watch")
+        finally:
+            etcd.stop()
+    return {"rate": rate, "list": list_times, "count": count, "watch": lat}
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def report(args, ours: dict, ref: dict | None) -> str:
+    def row(measure, mine, theirs, target, higher_is_better):
+        if theirs is None:
+            return f"| {measure} | {mine[1]} | — | — | {target} |"
+        ratio = mine[0] / theirs[0] if higher_is_better else theirs[0] / mine[0]
+        return f"| {measure} | {mine[1]} | {theirs[1]} | {ratio:.2f} | {target} |"
+
+    def figures(d):
+        if d is None:
+            return {k: None for k in ("rate", "l50", "l99", "w50", "w99")}
+        return {"rate": (d["rate"], f"{d['rate']:,.0f}"),
+                "l50": (statistics.median(d["list"]), _ms(statistics.median(d["list"]))),
+                "l99": (pct(d["list"], 99), _ms(pct(d["list"], 99))),
+                "w50": (pct(d["watch"], 50), _ms(pct(d["watch"], 50))),
+                "w99": (pct(d["watch"], 99), _ms(pct(d["watch"], 99)))}
+
+    a, b = figures(ours), figures(ref)
+    n = ours["count"]
     rows = [
-        ("creates/s, %d clients, durable" % args.clients, f"{rate:,.0f}", "≥ 1,000"),
-        (f"list {count:,} objects, p50", f"{statistics.median(list_times) * 1000:.0f} ms", "—"),
-        (f"list {count:,} objects, p99", f"{pct(list_times, 99) * 1000:.0f} ms", "—"),
-        (f"watch delivery, {args.watchers} watchers, p50",
-         f"{pct(lat, 50) * 1000:.1f} ms", "—"),
-        (f"watch delivery, {args.watchers} watchers, p99",
-         f"{pct(lat, 99) * 1000:.1f} ms", "< 50 ms"),
+        row(f"creates/s, {args.clients} clients, durable", a["rate"], b["rate"], "≥ 1,000", True),
+        row(f"list {n:,} objects, p50", a["l50"], b["l50"], "—", False),
+        row(f"list {n:,} objects, p99", a["l99"], b["l99"], "—", False),
+        row(f"watch delivery, {args.watchers} watchers, p50", a["w50"], b["w50"], "—", False),
+        row(f"watch delivery, {args.watchers} watchers, p99", a["w99"], b["w99"], "< 50 ms",
+            False),
     ]
     out = [f"# meshnet-apiserver benchmark, {time.strftime('%Y-%m-%d %H:%M')}", "",
            f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
-           f"{platform.python_version()}, {platform.platform()}", "",
-           "| measure | meshnet | target |", "|---|---|---|"]
-    out += [f"| {a} | {b} | {c} |" for a, b, c in rows]
-    return "\n".join(out) + "\n"
+           f"{platform.python_version()}, {platform.platform()}.",
+           "Reference: etcd (Debian etcd-server) on loopback through its JSON gateway — the "
+           "store under kube-apiserver — driven by the same client with the same concurrency "
+           "and bodies. Ratio > 1 means meshnet is better (rate: meshnet/etcd; latency: "
+           "etcd/meshnet).", "",
+           "| measure | meshnet | etcd | ratio | target |", "|---|---|---|---|---|"]
+    return "\n".join(out + rows) + "\n"
+
+
+async def run(args) -> str:
+    ours = await run_meshnet(args)
+    ref = None if args.no_reference else await run_etcd(args)
+    return report(args, ours, ref)
 
 
 def main() -> None:
@@ -164,6 +219,8 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--watchers", type=int, default=100)
     p.add_argument("--events", type=int, default=200)
+    p.add_argument("--no-reference", action="store_true",
+                   help="skip the etcd reference run")
     args = p.parse_args()
     import uvloop
 
