@@ -136,29 +136,24 @@ class Registry:
     # -- create --------------------------------------------------------------------------------
 
     def _prepare_meta(self, info: ResourceInfo, namespace: str | None, obj: dict) -> dict:
+        from meshnet.api.validation import ensure_namespace
+
         if not isinstance(obj, dict):
             raise errors.bad_request("the request body must be a JSON or YAML object")
         kind, api_version = obj.get("kind"), obj.get("apiVersion")
-        if kind and kind != info.kind or api_version and api_version != info.api_version:
-            raise errors.bad_request(
-                f"the API version in the data ({api_version}) does not match the expected API "
-                f"version ({info.api_version}) for kind {info.kind}" if api_version != info.api_version
-                else f'the kind in the data ("{kind}") does not match the resource '
-                     f'"{info.qualified}" (kind "{info.kind}")')
+        if api_version and api_version != info.api_version:
+            raise errors.bad_request(f"the API version in the data ({api_version}) does not "
+                                     f"match the expected API version ({info.api_version})")
+        if kind and kind != info.kind:
+            raise errors.bad_request(f'the kind in the data ("{kind}") does not match the '
+                                     f'resource "{info.qualified}" (kind "{info.kind}")')
         obj["apiVersion"], obj["kind"] = info.api_version, info.kind
-        meta = obj.get("metadata")
-        if meta is None:
-            meta = obj["metadata"] = {}
-        if not isinstance(meta, dict):
+        if not isinstance(obj.setdefault("metadata", {}), dict):
             raise errors.bad_request("metadata must be an object")
-        if info.namespaced:
-            body_ns = meta.get("namespace")
-            if namespace and body_ns and body_ns != namespace:
-                raise errors.bad_request("the namespace of the provided object does not match "
-                                         "the namespace sent on the request")
-            meta["namespace"] = namespace or body_ns or "default"
-        else:
-            meta.pop("namespace", None)
+        ensure_namespace(info, obj, namespace)
+        meta = obj["metadata"]
+        if info.namespaced and not meta.get("namespace"):
+            meta["namespace"] = "default"
         return meta
 
     async def create(self, info: ResourceInfo, namespace: str | None, obj: dict, *,
