@@ -28,7 +28,7 @@ from meshnet.client.errors import ApiError
 from .context import Session
 from .errors import CLIError, Reported, api_error_text, error_text
 from .flags import add_dry_run, add_filename_flags, add_output_flag
-from .manifests import Manifest, ManifestError, ManifestErrors, read_manifests
+from .manifests import Manifest, ManifestError
 from .patch import go_json, original_from, three_way_merge_patch, with_last_applied
 from .printers import object_ref, parse_output, render_objects
 
@@ -84,11 +84,7 @@ def gvk_text(info: ResourceInfo) -> str:
 def plan(s: Session, args, verb: str) -> list[Planned]:
     """Read, map and place every manifest; print every problem and raise if there is one."""
     try:
-        manifests = read_manifests(args.filename, args.recursive, s.io.stdin)
-    except ManifestErrors as e:
-        for err in e.errors:
-            s.err(f"error: {err.message}")
-        raise Reported() from None
+        manifests = s.read_manifests(args)
     except ManifestError as e:  # a path that does not exist
         raise CLIError(e.message) from None
     problems: list[str] = []

@@ -16,10 +16,12 @@ from functools import cached_property
 
 from meshnet.api.resources import ResourceInfo, UnknownResource
 from meshnet.client.discovery import Discovery, RestMapper
+from meshnet.client.errors import ApiError
 from meshnet.client.kubeconfig import ClusterConnection, Kubeconfig
 from meshnet.client.rest import RestClient
 
-from .errors import CLIError
+from .errors import CLIError, Reported, api_error_text
+from .manifests import Manifest, ManifestErrors, read_manifests
 
 
 @dataclass
@@ -151,6 +153,32 @@ class Session:
             return None
         return self.namespace
 
+    def namespace_of(self, info: ResourceInfo) -> str | None:
+        """The namespace of an object named on the command line (-A does not apply to names)."""
+        return self.namespace if info.namespaced else None
+
+    def get_object(self, info: ResourceInfo, name: str) -> dict:
+        """GET one named object, apiVersion and kind filled in; an API error is printed the
+        kubectl way and raised as Reported."""
+        try:
+            obj = self.client.get(info, name, self.namespace_of(info))
+        except ApiError as e:
+            self.err(api_error_text(e))
+            raise Reported() from None
+        obj.setdefault("apiVersion", info.api_version)
+        obj.setdefault("kind", info.kind)
+        return obj
+
+    def read_manifests(self, args) -> list[Manifest]:
+        """The manifests of -f/-R (stdin for `-f -`); every error in them is printed and
+        Reported raised, so nothing is sent when one document is wrong."""
+        try:
+            return read_manifests(args.filename, args.recursive, self.io.stdin)
+        except ManifestErrors as e:
+            for err in e.errors:
+                self.err(f"error: {err.message}")
+            raise Reported() from None
+
     def lookup(self, name: str) -> ResourceInfo:
         try:
             return self.mapper.lookup(name)
@@ -168,6 +196,16 @@ class Target:
 
     info: ResourceInfo
     names: list[str] = field(default_factory=list)
+
+
+def named_objects(session: Session, target: Target,
+                  selecting: bool) -> list[tuple[ResourceInfo, str | None, str]]:
+    """(info, namespace, name) for each name of `target`; names and a selector exclude each
+    other, as in kubectl."""
+    if selecting:
+        raise CLIError("name cannot be provided when a selector is specified")
+    ns = session.namespace_of(target.info)
+    return [(target.info, ns, name) for name in target.names]
 
 
 def parse_resource_args(session: Session, args: list[str],

@@ -15,7 +15,7 @@ import os
 import ssl
 
 from meshnet.api.names import is_config_map_key
-from meshnet.api.resources import lookup
+from meshnet.api.resources import ResourceInfo, lookup
 from meshnet.client.errors import ApiError
 
 from .apply import plan
@@ -23,7 +23,7 @@ from .context import Session
 from .errors import CLIError, Reported, api_error_text
 from .flags import add_bool, add_dry_run, add_filename_flags, add_output_flag
 from .patch import with_last_applied
-from .printers import object_ref, parse_output, render_objects
+from .printers import OutputSpec, object_ref, parse_output, render_objects
 
 
 
@@ -260,24 +260,28 @@ def _finish(s: Session, args, obj: dict, plural: str) -> int:
     spec = parse_output(args.output, ("json", "yaml", "name")) if args.output else None
     if args.save_config:
         obj = with_last_applied(obj)
+    return create_and_print(s, info, obj, s.namespace_of(info), spec, args.dry_run, "created")
+
+
+def create_and_print(s: Session, info: ResourceInfo, obj: dict, ns: str | None,
+                     spec: OutputSpec | None, dry_run: str, verb: str) -> int:
+    """Create `obj` (or only print it, for --dry-run=client) and report it the kubectl way:
+    `<kind>/<name> <verb>`, or the object in the `-o` format `spec` when one was asked for."""
     name = obj["metadata"]["name"]
-    ns = None
-    if info.namespaced:
-        ns = s.namespace
-    if args.dry_run == "client":
+    if dry_run == "client":
         if spec is None:
-            s.out(f"{object_ref(info, name)} created (dry run)\n")
+            s.out(f"{object_ref(info, name)} {verb} (dry run)\n")
         else:
             s.out(render_objects([obj], [info], spec, single=True, sort_keys=False))
         return 0
     try:
-        created = s.client.create(info, obj, ns, dry_run=args.dry_run == "server")
+        created = s.client.create(info, obj, ns, dry_run=dry_run == "server")
     except ApiError as e:
         s.err(api_error_text(e))
         raise Reported() from None
     if spec is None:
-        suffix = " (server dry run)" if args.dry_run == "server" else ""
-        s.out(f"{object_ref(info, name)} created{suffix}\n")
+        suffix = " (server dry run)" if dry_run == "server" else ""
+        s.out(f"{object_ref(info, name)} {verb}{suffix}\n")
     else:
         s.out(render_objects([created], [info], spec, single=True))
     return 0

@@ -15,7 +15,7 @@ from meshnet.api.resources import ResourceInfo
 from meshnet.client.errors import ApiError
 
 from .apply import plan
-from .context import Session, parse_duration, parse_resource_args
+from .context import Session, named_objects, parse_duration, parse_resource_args
 from .errors import CLIError, Reported, api_error_text, error_text
 from .flags import add_all_namespaces, add_bool, add_dry_run, add_filename_flags, add_output_flag
 from .printers import kind_ref, parse_output
@@ -103,10 +103,8 @@ def run(args, s: Session) -> int:
         for target in targets:
             info = target.info
             if target.names:
-                if args.all or args.selector:
-                    raise CLIError("name cannot be provided when a selector is specified")
-                ns = s.namespace if info.namespaced else None
-                items.extend((info, ns, n, "") for n in target.names)
+                named = named_objects(s, target, bool(args.all or args.selector))
+                items.extend((*obj, "") for obj in named)
                 continue
             if not (args.all or args.selector or args.field_selector):
                 raise CLIError("resource(s) were provided, but no name was specified")

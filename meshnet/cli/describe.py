@@ -27,7 +27,7 @@ from .context import Session, Target, parse_resource_args
 from .describe_resources import (describe_configmap, describe_endpoints, describe_ingress,
                                  describe_namespace, describe_node, describe_secret,
                                  describe_service)
-from .describe_text import Writer, annotations_multiline, describe_events, labels_multiline
+from .describe_text import Writer, describe_events, object_header
 from .describe_workloads import describe_deployment, describe_pod, describe_replicaset
 from .errors import Reported, error_text
 from .flags import add_all_namespaces, add_bool, add_filename_flags
@@ -161,10 +161,7 @@ def _go_value(value) -> str:
 def describe_generic(s: Session, obj: dict, events) -> str:
     meta = obj.get("metadata") or {}
     w = Writer()
-    w.write(0, f"Name:\t{meta.get('name', '')}\n")
-    w.write(0, f"Namespace:\t{meta.get('namespace', '')}\n")
-    labels_multiline(w, "Labels", meta.get("labels"))
-    annotations_multiline(w, "Annotations", meta.get("annotations"))
+    object_header(w, meta)
     _unstructured(w, 0, obj, "")
     describe_events(w, events)
     return w.text()

@@ -9,7 +9,8 @@ from meshnet.client.errors import ApiError
 
 from .context import Session
 from .describe_text import (Writer, annotations_multiline, describe_events, format_endpoints,
-                            labels_multiline, selector_map_text)
+                            labels_and_annotations, labels_multiline, object_header,
+                            optional_fields, quantities, selector_map_text)
 from .printers import age, rfc1123z
 
 
@@ -26,10 +27,7 @@ def describe_service(s: Session, obj: dict, events) -> str:
     status = obj.get("status") or {}
     endpoints = _get_optional(s, "endpoints", meta.get("name", ""), meta.get("namespace"))
     w = Writer()
-    w.write(0, f"Name:\t{meta.get('name', '')}\n")
-    w.write(0, f"Namespace:\t{meta.get('namespace', '')}\n")
-    labels_multiline(w, "Labels", meta.get("labels"))
-    annotations_multiline(w, "Annotations", meta.get("annotations"))
+    object_header(w, meta)
     w.write(0, f"Selector:\t{selector_map_text(spec.get('selector'))}\n")
     w.write(0, f"Type:\t{spec.get('type', '')}\n")
     if spec.get("ipFamilyPolicy"):
@@ -41,10 +39,8 @@ def describe_service(s: Session, obj: dict, events) -> str:
     w.write(0, f"IPs:\t{','.join(ips) if ips else '<none>'}\n")
     if spec.get("externalIPs"):
         w.write(0, f"External IPs:\t{','.join(spec['externalIPs'])}\n")
-    if spec.get("loadBalancerIP"):
-        w.write(0, f"Desired LoadBalancer IP:\t{spec['loadBalancerIP']}\n")
-    if spec.get("externalName"):
-        w.write(0, f"External Name:\t{spec['externalName']}\n")
+    optional_fields(w, 0, spec, (("loadBalancerIP", "Desired LoadBalancer IP"),
+                                 ("externalName", "External Name")))
     ingress = (status.get("loadBalancer") or {}).get("ingress") or []
     if ingress:
         w.write(0, "LoadBalancer Ingress:\t" + ", ".join(
@@ -61,12 +57,9 @@ def describe_service(s: Session, obj: dict, events) -> str:
             w.write(0, f"NodePort:\t{name}\t{port['nodePort']}/{proto}\n")
         w.write(0, f"Endpoints:\t{format_endpoints(endpoints, {port.get('name') or ''})}\n")
     w.write(0, f"Session Affinity:\t{spec.get('sessionAffinity', 'None')}\n")
-    if spec.get("externalTrafficPolicy"):
-        w.write(0, f"External Traffic Policy:\t{spec['externalTrafficPolicy']}\n")
-    if spec.get("internalTrafficPolicy"):
-        w.write(0, f"Internal Traffic Policy:\t{spec['internalTrafficPolicy']}\n")
-    if spec.get("healthCheckNodePort"):
-        w.write(0, f"HealthCheck NodePort:\t{spec['healthCheckNodePort']}\n")
+    optional_fields(w, 0, spec, (("externalTrafficPolicy", "External Traffic Policy"),
+                                 ("internalTrafficPolicy", "Internal Traffic Policy"),
+                                 ("healthCheckNodePort", "HealthCheck NodePort")))
     if spec.get("loadBalancerSourceRanges"):
         w.write(0, f"LoadBalancer Source Ranges:\t{','.join(spec['loadBalancerSourceRanges'])}\n")
     describe_events(w, events)
@@ -76,10 +69,7 @@ def describe_service(s: Session, obj: dict, events) -> str:
 def describe_endpoints(s: Session, obj: dict, events) -> str:
     meta = obj.get("metadata") or {}
     w = Writer()
-    w.write(0, f"Name:\t{meta.get('name', '')}\n")
-    w.write(0, f"Namespace:\t{meta.get('namespace', '')}\n")
-    labels_multiline(w, "Labels", meta.get("labels"))
-    annotations_multiline(w, "Annotations", meta.get("annotations"))
+    object_header(w, meta)
     w.write(0, "Subsets:\n")
     for ss in obj.get("subsets") or []:
         ready = ",".join(a.get("ip", "") for a in ss.get("addresses") or []) or "<none>"
@@ -169,8 +159,7 @@ def describe_namespace(s: Session, obj: dict, events) -> str:
     meta = obj.get("metadata") or {}
     w = Writer()
     w.write(0, f"Name:\t{meta.get('name', '')}\n")
-    labels_multiline(w, "Labels", meta.get("labels"))
-    annotations_multiline(w, "Annotations", meta.get("annotations"))
+    labels_and_annotations(w, meta)
     w.write(0, f"Status:\t{(obj.get('status') or {}).get('phase', '')}\n")
     conditions = (obj.get("status") or {}).get("conditions") or []
     if conditions:
@@ -203,10 +192,7 @@ def describe_namespace(s: Session, obj: dict, events) -> str:
 def describe_configmap(s: Session, obj: dict, events) -> str:
     meta = obj.get("metadata") or {}
     w = Writer()
-    w.write(0, f"Name:\t{meta.get('name', '')}\n")
-    w.write(0, f"Namespace:\t{meta.get('namespace', '')}\n")
-    labels_multiline(w, "Labels", meta.get("labels"))
-    annotations_multiline(w, "Annotations", meta.get("annotations"))
+    object_header(w, meta)
     w.write(0, "\nData\n====\n")
     data = obj.get("data") or {}
     for key in sorted(data):
@@ -229,10 +215,7 @@ def describe_configmap(s: Session, obj: dict, events) -> str:
 def describe_secret(s: Session, obj: dict, events) -> str:
     meta = obj.get("metadata") or {}
     w = Writer()
-    w.write(0, f"Name:\t{meta.get('name', '')}\n")
-    w.write(0, f"Namespace:\t{meta.get('namespace', '')}\n")
-    labels_multiline(w, "Labels", meta.get("labels"))
-    annotations_multiline(w, "Annotations", meta.get("annotations"))
+    object_header(w, meta)
     w.write(0, f"\nType:\t{obj.get('type', '')}\n")
     w.write(0, "\nData\n====\n")
     data = obj.get("data") or {}
@@ -260,8 +243,7 @@ def describe_node(s: Session, obj: dict, events) -> str:
                    ({(meta.get("labels") or {})["kubernetes.io/role"]}
                     if (meta.get("labels") or {}).get("kubernetes.io/role") else set()))
     w.write(0, f"Roles:\t{','.join(roles) if roles else '<none>'}\n")
-    labels_multiline(w, "Labels", meta.get("labels"))
-    annotations_multiline(w, "Annotations", meta.get("annotations"))
+    labels_and_annotations(w, meta)
     w.write(0, f"CreationTimestamp:\t{rfc1123z(meta.get('creationTimestamp'))}\n")
     taints = spec.get("taints") or []
     w.write(0, "Taints:\t")
@@ -290,9 +272,7 @@ def describe_node(s: Session, obj: dict, events) -> str:
             w.write(1, f"{a.get('type')}:\t{a.get('address')}\n")
     for key, title in (("capacity", "Capacity"), ("allocatable", "Allocatable")):
         if status.get(key):
-            w.write(0, f"{title}:\n")
-            for rname in sorted(status[key]):
-                w.write(1, f"{rname}:\t{status[key][rname]}\n")
+            quantities(w, 0, title, status[key])
     info = status.get("nodeInfo") or {}
     if info:
         w.write(0, "System Info:\n")

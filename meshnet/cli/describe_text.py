@@ -35,6 +35,37 @@ class Writer:
         return format_tabbed("".join(self.parts), **DESCRIBE)
 
 
+def name_and_namespace(w: Writer, meta: dict) -> None:
+    w.write(0, f"Name:\t{meta.get('name', '')}\n")
+    w.write(0, f"Namespace:\t{meta.get('namespace', '')}\n")
+
+
+def labels_and_annotations(w: Writer, meta: dict) -> None:
+    labels_multiline(w, "Labels", meta.get("labels"))
+    annotations_multiline(w, "Annotations", meta.get("annotations"))
+
+
+def object_header(w: Writer, meta: dict) -> None:
+    """The Name, Namespace, Labels and Annotations lines most describers open with."""
+    name_and_namespace(w, meta)
+    labels_and_annotations(w, meta)
+
+
+def optional_fields(w: Writer, level: int, source: dict, fields: tuple) -> None:
+    """`Title:\tvalue` for each (key, title) in `fields` whose value is set; kubectl leaves
+    unset ones out."""
+    for key, title in fields:
+        if source.get(key):
+            w.write(level, f"{title}:\t{source[key]}\n")
+
+
+def quantities(w: Writer, level: int, title: str, values: dict) -> None:
+    """A resource list (limits, capacity, ...): the title, then one `name:\tvalue` per line."""
+    w.write(level, f"{title}:\n")
+    for name in sorted(values):
+        w.write(level + 1, f"{name}:\t{values[name]}\n")
+
+
 def labels_multiline(w: Writer, title: str, labels: dict | None, indent: str = "") -> None:
     w.write(0, f"{indent}{title}:\t")
     keys = sorted((labels or {}).keys())

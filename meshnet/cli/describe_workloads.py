@@ -6,8 +6,9 @@ from meshnet.api.resources import lookup
 from meshnet.client.errors import ApiError
 
 from .context import Session
-from .describe_text import (Writer, annotations_multiline, describe_events, labels_multiline,
-                            selector_text)
+from .describe_text import (Writer, annotations_multiline, describe_events,
+                            labels_and_annotations, labels_multiline, name_and_namespace,
+                            optional_fields, quantities, selector_text)
 from .printers import age, rfc1123z
 
 
@@ -19,6 +20,10 @@ def _container_ports(ports: list, key: str) -> str:
             text += f" ({p['name']})"
         out.append(text)
     return ", ".join(out)
+
+
+# valueFrom key references, in the order kubectl checks them, and how it names their source.
+_KEY_REFS = (("secretKeyRef", "in secret"), ("configMapKeyRef", "of config map"))
 
 
 def _describe_containers(w: Writer, label: str, containers: list, statuses: list | None,
@@ -35,16 +40,12 @@ def _describe_containers(w: Writer, label: str, containers: list, statuses: list
         if st is not None:
             w.write(2, f"Image ID:\t{st.get('imageID', '')}\n")
         ports = c.get("ports") or []
-        text = _container_ports(ports, "containerPort")
-        if "," in text:
-            w.write(2, f"Ports:\t{text}\n")
-        else:
-            w.write(2, f"Port:\t{text or '<none>'}\n")
-        host = _container_ports(ports, "hostPort")
-        if "," in host:
-            w.write(2, f"Host Ports:\t{host}\n")
-        else:
-            w.write(2, f"Host Port:\t{host or '<none>'}\n")
+        for key, title in (("containerPort", "Port"), ("hostPort", "Host Port")):
+            text = _container_ports(ports, key)
+            if "," in text:
+                w.write(2, f"{title}s:\t{text}\n")
+            else:
+                w.write(2, f"{title}:\t{text or '<none>'}\n")
         for key, title in (("command", "Command"), ("args", "Args")):
             if c.get(key):
                 w.write(2, f"{title}:\n")
@@ -61,9 +62,7 @@ def _describe_containers(w: Writer, label: str, containers: list, statuses: list
         resources = c.get("resources") or {}
         for key, title in (("limits", "Limits"), ("requests", "Requests")):
             if resources.get(key):
-                w.write(2, f"{title}:\n")
-                for rname in sorted(resources[key]):
-                    w.write(3, f"{rname}:\t{resources[key][rname]}\n")
+                quantities(w, 2, title, resources[key])
         env = c.get("env") or []
         w.write(2, f"Environment:{'' if env else chr(9) + '<none>'}\n")
         for e in env:
@@ -72,14 +71,11 @@ def _describe_containers(w: Writer, label: str, containers: list, statuses: list
                     w.write(3, f"{e.get('name')}:\t{part}\n" if i == 0 else f"\t{part}\n")
                 continue
             vf = e.get("valueFrom") or {}
-            if vf.get("secretKeyRef"):
-                ref = vf["secretKeyRef"]
-                w.write(3, f"{e.get('name')}:\t<set to the key '{ref.get('key')}' in secret "
-                           f"'{ref.get('name')}'>\tOptional: "
-                           f"{'true' if ref.get('optional') else 'false'}\n")
-            elif vf.get("configMapKeyRef"):
-                ref = vf["configMapKeyRef"]
-                w.write(3, f"{e.get('name')}:\t<set to the key '{ref.get('key')}' of config map "
+            key_ref = next(((source, vf[ref_key]) for ref_key, source in _KEY_REFS
+                            if vf.get(ref_key)), None)
+            if key_ref is not None:
+                source, ref = key_ref
+                w.write(3, f"{e.get('name')}:\t<set to the key '{ref.get('key')}' {source} "
                            f"'{ref.get('name')}'>\tOptional: "
                            f"{'true' if ref.get('optional') else 'false'}\n")
             elif vf.get("fieldRef"):
@@ -104,10 +100,7 @@ def _describe_state(w: Writer, title: str, state: dict) -> None:
     elif state.get("terminated"):
         t = state["terminated"]
         w.write(2, f"{title}:\tTerminated\n")
-        if t.get("reason"):
-            w.write(3, f"Reason:\t{t['reason']}\n")
-        if t.get("message"):
-            w.write(3, f"Message:\t{t['message']}\n")
+        optional_fields(w, 3, t, (("reason", "Reason"), ("message", "Message")))
         w.write(3, f"Exit Code:\t{t.get('exitCode', 0)}\n")
         if t.get("signal"):
             w.write(3, f"Signal:\t{t['signal']}\n")
@@ -120,6 +113,35 @@ def _describe_state(w: Writer, title: str, state: dict) -> None:
             w.write(3, f"Reason:\t{reason}\n")
 
 
+def _text(key: str, unset: str = ""):
+    """Shows `key` of a volume source, `unset` when it is missing or empty."""
+    if unset:
+        return lambda source: source.get(key) or unset
+    return lambda source: source.get(key, "")
+
+
+def _flag(key: str):
+    return lambda source: "true" if source.get(key) else "false"
+
+
+# The volume sources kubectl describes, in the order it checks them: the Type line, then each
+# field's title and how it is shown. Any other source prints `<unknown>`.
+_VOLUME_SOURCES = {
+    "emptyDir": ("EmptyDir (a temporary directory that shares a pod's lifetime)",
+                 (("Medium", _text("medium")), ("SizeLimit", _text("sizeLimit", "<unset>")))),
+    "hostPath": ("HostPath (bare host directory volume)",
+                 (("Path", _text("path")), ("HostPathType", _text("type", "<none>")))),
+    "configMap": ("ConfigMap (a volume populated by a ConfigMap)",
+                  (("Name", _text("name")), ("Optional", _flag("optional")))),
+    "secret": ("Secret (a volume populated by a Secret)",
+               (("SecretName", _text("secretName")), ("Optional", _flag("optional")))),
+    "persistentVolumeClaim": ("PersistentVolumeClaim (a reference to a PersistentVolumeClaim "
+                              "in the same namespace)",
+                              (("ClaimName", _text("claimName")),
+                               ("ReadOnly", _flag("readOnly")))),
+}
+
+
 def _describe_volumes(w: Writer, volumes: list, space: str) -> None:
     if not volumes:
         w.write(0, f"{space}Volumes:\t<none>\n")
@@ -128,34 +150,15 @@ def _describe_volumes(w: Writer, volumes: list, space: str) -> None:
     indent = " " if space else ""
     for v in volumes:
         w.write(1, f"{indent}{v.get('name')}:\n")
-        if "emptyDir" in v:
-            ed = v.get("emptyDir") or {}
-            w.write(2, "Type:\tEmptyDir (a temporary directory that shares a pod's lifetime)\n")
-            w.write(2, f"Medium:\t{ed.get('medium', '')}\n")
-            w.write(2, f"SizeLimit:\t{ed.get('sizeLimit') or '<unset>'}\n")
-        elif "hostPath" in v:
-            hp = v.get("hostPath") or {}
-            w.write(2, "Type:\tHostPath (bare host directory volume)\n")
-            w.write(2, f"Path:\t{hp.get('path', '')}\n")
-            w.write(2, f"HostPathType:\t{hp.get('type') or '<none>'}\n")
-        elif "configMap" in v:
-            cm = v.get("configMap") or {}
-            w.write(2, "Type:\tConfigMap (a volume populated by a ConfigMap)\n")
-            w.write(2, f"Name:\t{cm.get('name', '')}\n")
-            w.write(2, f"Optional:\t{'true' if cm.get('optional') else 'false'}\n")
-        elif "secret" in v:
-            sec = v.get("secret") or {}
-            w.write(2, "Type:\tSecret (a volume populated by a Secret)\n")
-            w.write(2, f"SecretName:\t{sec.get('secretName', '')}\n")
-            w.write(2, f"Optional:\t{'true' if sec.get('optional') else 'false'}\n")
-        elif "persistentVolumeClaim" in v:
-            pvc = v.get("persistentVolumeClaim") or {}
-            w.write(2, "Type:\tPersistentVolumeClaim (a reference to a PersistentVolumeClaim in "
-                       "the same namespace)\n")
-            w.write(2, f"ClaimName:\t{pvc.get('claimName', '')}\n")
-            w.write(2, f"ReadOnly:\t{'true' if pvc.get('readOnly') else 'false'}\n")
-        else:
+        key = next((k for k in _VOLUME_SOURCES if k in v), None)
+        if key is None:
             w.write(1, "<unknown>\n")
+            continue
+        source = v.get(key) or {}
+        type_text, fields = _VOLUME_SOURCES[key]
+        w.write(2, f"Type:\t{type_text}\n")
+        for title, show in fields:
+            w.write(2, f"{title}:\t{show(source)}\n")
 
 
 def _tolerations(w: Writer, title: str, tolerations: list | None) -> None:
@@ -178,11 +181,27 @@ def _tolerations(w: Writer, title: str, tolerations: list | None) -> None:
         w.write(0, text + "\n")
 
 
-def _controller_of(meta: dict) -> str:
+def _controlled_by(w: Writer, meta: dict) -> None:
     for ref in meta.get("ownerReferences") or []:
         if ref.get("controller"):
-            return f"{ref.get('kind')}/{ref.get('name')}"
-    return ""
+            w.write(0, f"Controlled By:\t{ref.get('kind')}/{ref.get('name')}\n")
+            return
+
+
+def _controlled_by_uid(obj: dict, uid) -> bool:
+    """Whether `obj`'s controller owner reference names `uid`."""
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return any(r.get("controller") and r.get("uid") == uid for r in refs)
+
+
+def _conditions_with_reason(w: Writer, conditions: list) -> None:
+    """The Conditions table of Deployments and ReplicaSets (Type, Status, Reason)."""
+    if not conditions:
+        return
+    w.write(0, "Conditions:\n  Type\tStatus\tReason\n")
+    w.write(1, "----\t------\t------\n")
+    for c in conditions:
+        w.write(1, f"{c.get('type')} \t{c.get('status')}\t{c.get('reason', '')}\n")
 
 
 def _qos(pod: dict) -> str:
@@ -203,32 +222,25 @@ def describe_pod(s: Session, obj: dict, events) -> str:
     spec = obj.get("spec") or {}
     status = obj.get("status") or {}
     w = Writer()
-    w.write(0, f"Name:\t{meta.get('name', '')}\n")
-    w.write(0, f"Namespace:\t{meta.get('namespace', '')}\n")
+    name_and_namespace(w, meta)
     if spec.get("priority") is not None:
         w.write(0, f"Priority:\t{spec['priority']}\n")
-    if spec.get("priorityClassName"):
-        w.write(0, f"Priority Class Name:\t{spec['priorityClassName']}\n")
-    if spec.get("serviceAccountName"):
-        w.write(0, f"Service Account:\t{spec['serviceAccountName']}\n")
+    optional_fields(w, 0, spec, (("priorityClassName", "Priority Class Name"),
+                                 ("serviceAccountName", "Service Account")))
     if spec.get("nodeName"):
         w.write(0, f"Node:\t{spec['nodeName']}/{status.get('hostIP', '')}\n")
     else:
         w.write(0, "Node:\t<none>\n")
     if status.get("startTime"):
         w.write(0, f"Start Time:\t{rfc1123z(status['startTime'])}\n")
-    labels_multiline(w, "Labels", meta.get("labels"))
-    annotations_multiline(w, "Annotations", meta.get("annotations"))
+    labels_and_annotations(w, meta)
     phase = status.get("phase", "")
     if meta.get("deletionTimestamp") and phase not in ("Failed", "Succeeded"):
         w.write(0, f"Status:\tTerminating (lasts {age(meta['deletionTimestamp'])})\n")
         w.write(0, f"Termination Grace Period:\t{meta.get('deletionGracePeriodSeconds', 0)}s\n")
     else:
         w.write(0, f"Status:\t{phase}\n")
-    if status.get("reason"):
-        w.write(0, f"Reason:\t{status['reason']}\n")
-    if status.get("message"):
-        w.write(0, f"Message:\t{status['message']}\n")
+    optional_fields(w, 0, status, (("reason", "Reason"), ("message", "Message")))
     w.write(0, f"IP:\t{status.get('podIP', '')}\n")
     pod_ips = status.get("podIPs") or []
     if not pod_ips:
@@ -237,9 +249,7 @@ def describe_pod(s: Session, obj: dict, events) -> str:
         w.write(0, "IPs:\n")
         for ip in pod_ips:
             w.write(1, f"IP:\t{ip.get('ip', '')}\n")
-    controller = _controller_of(meta)
-    if controller:
-        w.write(0, f"Controlled By:\t{controller}\n")
+    _controlled_by(w, meta)
     if spec.get("initContainers"):
         _describe_containers(w, "Init Containers", spec["initContainers"],
                              status.get("initContainerStatuses"), "")
@@ -291,8 +301,7 @@ def _pod_counts(s: Session, obj: dict) -> tuple[int, int, int, int] | str:
         return f"error in fetching pods: {e.message}"
     counts = {"Running": 0, "Pending": 0, "Succeeded": 0, "Failed": 0}
     for pod in pods.get("items") or []:
-        refs = (pod.get("metadata") or {}).get("ownerReferences") or []
-        if not any(r.get("controller") and r.get("uid") == meta.get("uid") for r in refs):
+        if not _controlled_by_uid(pod, meta.get("uid")):
             continue
         phase = (pod.get("status") or {}).get("phase")
         if phase in counts:
@@ -309,11 +318,9 @@ def describe_deployment(s: Session, obj: dict, events) -> str:
     spec = obj.get("spec") or {}
     status = obj.get("status") or {}
     w = Writer()
-    w.write(0, f"Name:\t{meta.get('name', '')}\n")
-    w.write(0, f"Namespace:\t{meta.get('namespace', '')}\n")
+    name_and_namespace(w, meta)
     w.write(0, f"CreationTimestamp:\t{rfc1123z(meta.get('creationTimestamp'))}\n")
-    labels_multiline(w, "Labels", meta.get("labels"))
-    annotations_multiline(w, "Annotations", meta.get("annotations"))
+    labels_and_annotations(w, meta)
     w.write(0, f"Selector:\t{selector_text(spec.get('selector'))}\n")
     w.write(0, f"Replicas:\t{spec.get('replicas', 1)} desired | "
                f"{status.get('updatedReplicas', 0)} updated | {status.get('replicas', 0)} total "
@@ -327,12 +334,7 @@ def describe_deployment(s: Session, obj: dict, events) -> str:
         w.write(0, f"RollingUpdateStrategy:\t{_percent_or_int(ru.get('maxUnavailable'), '25%')} "
                    f"max unavailable, {_percent_or_int(ru.get('maxSurge'), '25%')} max surge\n")
     _describe_pod_template(w, spec.get("template"))
-    conditions = status.get("conditions") or []
-    if conditions:
-        w.write(0, "Conditions:\n  Type\tStatus\tReason\n")
-        w.write(1, "----\t------\t------\n")
-        for c in conditions:
-            w.write(1, f"{c.get('type')} \t{c.get('status')}\t{c.get('reason', '')}\n")
+    _conditions_with_reason(w, status.get("conditions") or [])
     old, new = _replica_sets(s, obj)
     if old is not None:
         w.write(0, f"OldReplicaSets:\t{old}\n")
@@ -347,9 +349,7 @@ def _replica_sets(s: Session, deploy: dict) -> tuple[str | None, str | None]:
         listed = s.client.list_all(lookup("replicasets"), meta.get("namespace"))
     except ApiError:
         return None, None
-    owned = [rs for rs in listed.get("items") or []
-             if any(r.get("controller") and r.get("uid") == meta.get("uid")
-                    for r in (rs.get("metadata") or {}).get("ownerReferences") or [])]
+    owned = [rs for rs in listed.get("items") or [] if _controlled_by_uid(rs, meta.get("uid"))]
     if not owned:
         return None, None
     template = ((deploy.get("spec") or {}).get("template") or {})
@@ -380,14 +380,10 @@ def describe_replicaset(s: Session, obj: dict, events) -> str:
     spec = obj.get("spec") or {}
     status = obj.get("status") or {}
     w = Writer()
-    w.write(0, f"Name:\t{meta.get('name', '')}\n")
-    w.write(0, f"Namespace:\t{meta.get('namespace', '')}\n")
+    name_and_namespace(w, meta)
     w.write(0, f"Selector:\t{selector_text(spec.get('selector'))}\n")
-    labels_multiline(w, "Labels", meta.get("labels"))
-    annotations_multiline(w, "Annotations", meta.get("annotations"))
-    controller = _controller_of(meta)
-    if controller:
-        w.write(0, f"Controlled By:\t{controller}\n")
+    labels_and_annotations(w, meta)
+    _controlled_by(w, meta)
     w.write(0, f"Replicas:\t{status.get('replicas', 0)} current / {spec.get('replicas', 1)} "
                f"desired\n")
     counts = _pod_counts(s, obj)
@@ -396,11 +392,6 @@ def describe_replicaset(s: Session, obj: dict, events) -> str:
     else:
         w.write(0, "Pods Status:\t%d Running / %d Waiting / %d Succeeded / %d Failed\n" % counts)
     _describe_pod_template(w, spec.get("template"))
-    conditions = status.get("conditions") or []
-    if conditions:
-        w.write(0, "Conditions:\n  Type\tStatus\tReason\n")
-        w.write(1, "----\t------\t------\n")
-        for c in conditions:
-            w.write(1, f"{c.get('type')} \t{c.get('status')}\t{c.get('reason', '')}\n")
+    _conditions_with_reason(w, status.get("conditions") or [])
     describe_events(w, events)
     return w.text()

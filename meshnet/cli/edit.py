@@ -27,7 +27,7 @@ import yaml
 from meshnet.client.errors import ApiError
 
 from .context import Session, parse_resource_args
-from .errors import CLIError, Reported, api_error_text
+from .errors import CLIError
 from .manifests import load_yaml, yaml_error_text
 from .printers import object_ref, strip_managed_fields, to_yaml
 
@@ -93,15 +93,8 @@ def run(args, s: Session) -> int:
     if len(pairs) != 1 or len(targets) != 1:
         raise CLIError("meshctl edit takes exactly one object: TYPE NAME or TYPE/NAME")
     info, name = pairs[0]
-    ns = s.namespace if info.namespaced else None
-    try:
-        obj = s.client.get(info, name, ns)
-    except ApiError as e:
-        s.err(api_error_text(e))
-        raise Reported() from None
-    obj.setdefault("apiVersion", info.api_version)
-    obj.setdefault("kind", info.kind)
-    obj = strip_managed_fields(obj)
+    ns = s.namespace_of(info)
+    obj = strip_managed_fields(s.get_object(info, name))
     body = to_yaml(obj) if args.output == "yaml" else json.dumps(obj, indent=4) + "\n"
     shown = body
     comments = ""

@@ -12,12 +12,12 @@ from __future__ import annotations
 import argparse
 
 from meshnet.api.resources import lookup
-from meshnet.client.errors import ApiError
 
 from .context import Session
-from .errors import CLIError, Reported, api_error_text
+from .create import create_and_print
+from .errors import CLIError
 from .flags import add_dry_run, add_output_flag
-from .printers import object_ref, parse_output, render_objects
+from .printers import parse_output
 
 EXPOSABLE = {"Deployment", "ReplicaSet", "StatefulSet", "Pod", "Service", "ReplicationController"}
 
@@ -172,37 +172,13 @@ def run(args, s: Session) -> int:
     else:
         raise CLIError("You must provide the resource type and name to expose, e.g. "
                        "'meshctl expose deployment nginx --port=80'")
-    info = s.lookup(kind)
-    ns = s.namespace if info.namespaced else None
-    try:
-        obj = s.client.get(info, name, ns)
-    except ApiError as e:
-        s.err(api_error_text(e))
-        raise Reported() from None
-    obj.setdefault("kind", info.kind)
-    obj.setdefault("apiVersion", info.api_version)
+    obj = s.get_object(s.lookup(kind), name)
     svc = build_exposed_service(
         obj, port=args.port, target_port=args.target_port, protocol=args.protocol,
         svc_type=args.type, name=args.name, selector=args.selector, labels=args.labels,
         external_ip=args.external_ip, cluster_ip=args.cluster_ip,
         session_affinity=args.session_affinity,
         namespace=s.namespace if s.namespace_explicit else None)
-    services = lookup("services")
     spec = parse_output(args.output, ("json", "yaml", "name")) if args.output else None
-    if args.dry_run == "client":
-        if spec is None:
-            s.out(f"{object_ref(services, svc['metadata']['name'])} exposed (dry run)\n")
-        else:
-            s.out(render_objects([svc], [services], spec, single=True, sort_keys=False))
-        return 0
-    try:
-        created = s.client.create(services, svc, s.namespace, dry_run=args.dry_run == "server")
-    except ApiError as e:
-        s.err(api_error_text(e))
-        raise Reported() from None
-    if spec is None:
-        suffix = " (server dry run)" if args.dry_run == "server" else ""
-        s.out(f"{object_ref(services, svc['metadata']['name'])} exposed{suffix}\n")
-    else:
-        s.out(render_objects([created], [services], spec, single=True))
-    return 0
+    return create_and_print(s, lookup("services"), svc, s.namespace, spec, args.dry_run,
+                            "exposed")

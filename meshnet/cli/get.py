@@ -26,7 +26,6 @@ from . import jsonpath
 from .context import Session, Target, parse_resource_args
 from .errors import CLIError, Reported, error_text
 from .flags import add_bool, add_filename_flags, add_output_flag, add_selector_flags
-from .manifests import ManifestErrors, read_manifests
 from .printers import (OutputSpec, TableOptions, as_table, custom_columns, kind_ref,
                        parse_output, render_objects, strip_managed_fields, table_rows,
                        to_yaml)
@@ -116,12 +115,7 @@ def run(args, s: Session) -> int:
 
 
 def targets_from_files(s: Session, args) -> tuple[list[Target], bool]:
-    try:
-        manifests = read_manifests(args.filename, args.recursive, s.io.stdin)
-    except ManifestErrors as e:
-        for err in e.errors:
-            s.err(f"error: {err.message}")
-        raise Reported() from None
+    manifests = s.read_manifests(args)
     targets: list[Target] = []
     for m in manifests:
         info = s.mapper.by_kind(m.api_version, m.kind)
@@ -144,7 +138,7 @@ def _fetch_tables(args, s: Session, target: Target, params: dict, errors: list) 
         table: dict | None = None
         for name in target.names:
             try:
-                got = s.client.get(info, name, ns or (s.namespace if info.namespaced else None),
+                got = s.client.get(info, name, ns or s.namespace_of(info),
                                    accept=TABLE_ACCEPT, params=params)
             except ApiError as e:
                 if e.code == 404 and args.ignore_not_found:
@@ -243,8 +237,7 @@ def _print_objects(args, s: Session, targets: list[Target], spec: OutputSpec,
             if target.names:
                 for name in target.names:
                     try:
-                        obj = s.client.get(info, name, ns or (s.namespace if info.namespaced
-                                                              else None))
+                        obj = s.client.get(info, name, ns or s.namespace_of(info))
                     except ApiError as e:
                         if e.code == 404 and args.ignore_not_found:
                             continue

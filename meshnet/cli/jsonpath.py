@@ -96,26 +96,7 @@ def _split(template: str) -> list[tuple[str, str]]:
     while i < len(template):
         if template[i] == "{":
             out.append(("text", template[text_start:i]))
-            j = i + 1
-            depth = 0
-            quote = None
-            while j < len(template):
-                c = template[j]
-                if quote:
-                    if c == "\\":
-                        j += 2
-                        continue
-                    if c == quote:
-                        quote = None
-                elif c in "\"'":
-                    quote = c
-                elif c in "[(":
-                    depth += 1
-                elif c in "])":
-                    depth -= 1
-                elif c == "}" and depth <= 0:
-                    break
-                j += 1
+            j = _scan(template, i + 1, lambda c, depth: c == "}" and depth <= 0)
             if j >= len(template):
                 raise JSONPathError("unclosed action")
             out.append(("action", template[i + 1:j]))
@@ -154,7 +135,12 @@ def _parse_action(src: str) -> list:
     return items
 
 
-def _path_end(src: str, i: int) -> int:
+def _scan(src: str, i: int, stop) -> int:
+    """The index of the first character from `i` on, outside quotes, where `stop(c, depth)`
+    holds; `depth` counts the brackets and parentheses open after `c`. Past the end if none.
+
+    Inside quotes a backslash escapes the next character, so `'a\\'}'` does not end an action.
+    """
     depth = 0
     quote = None
     while i < len(src):
@@ -167,14 +153,19 @@ def _path_end(src: str, i: int) -> int:
                 quote = None
         elif c in "\"'":
             quote = c
-        elif c in "[(":
-            depth += 1
-        elif c in "])":
-            depth -= 1
-        elif c.isspace() and depth == 0:
-            break
+        else:
+            if c in "[(":
+                depth += 1
+            elif c in "])":
+                depth -= 1
+            if stop(c, depth):
+                return i
         i += 1
     return i
+
+
+def _path_end(src: str, i: int) -> int:
+    return _scan(src, i, lambda c, depth: c.isspace() and depth == 0)
 
 
 def _parse_string(src: str, i: int) -> tuple[str, int]:
@@ -251,27 +242,11 @@ def _parse_path(src: str) -> Path:
 
 
 def _matching(src: str, i: int) -> int:
-    depth = 0
-    quote = None
-    j = i
-    while j < len(src):
-        c = src[j]
-        if quote:
-            if c == "\\":
-                j += 2
-                continue
-            if c == quote:
-                quote = None
-        elif c in "\"'":
-            quote = c
-        elif c in "[(":
-            depth += 1
-        elif c in "])":
-            depth -= 1
-            if depth == 0:
-                return j
-        j += 1
-    raise JSONPathError("unclosed array expect ]")
+    """The index of the bracket closing the one at `i`."""
+    j = _scan(src, i, lambda c, depth: c in "])" and depth == 0)
+    if j >= len(src):
+        raise JSONPathError("unclosed array expect ]")
+    return j
 
 
 _OPS = ("==", "!=", "<=", ">=", "<", ">")

@@ -14,7 +14,7 @@ import argparse
 from meshnet.api.names import is_qualified_name, is_valid_label_value
 from meshnet.client.errors import ApiError
 
-from .context import Session, parse_resource_args
+from .context import Session, named_objects, parse_resource_args
 from .errors import CLIError, Reported, api_error_text
 from .flags import add_all_namespaces, add_bool, add_dry_run, add_output_flag
 from .patch import UpdateError, metadata_map_patch
@@ -100,11 +100,7 @@ def run_for(verb: str):
         for target in targets:
             info = target.info
             if target.names:
-                if args.all or args.selector:
-                    raise CLIError("name cannot be provided when a selector is specified")
-                ns = s.namespace if info.namespaced else None
-                for name in target.names:
-                    objects.append((info, ns, name))
+                objects.extend(named_objects(s, target, bool(args.all or args.selector)))
             elif args.all or args.selector:
                 listed = s.client.list_all(info, s.namespace_for(info),
                                            label_selector=args.selector or None)

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from meshnet.api import errors, resources
-from meshnet.control.apiserver import protobuf, wire
+from meshnet.control.apiserver import protobuf, protobuf_schema, wire
 from meshnet.control.apiserver.protobuf import ProtobufError, decode_protobuf_object
 
 KUBECTL = Path(sys.executable).parent / "kubectl"
@@ -488,7 +488,7 @@ def test_json_names_are_unique_per_message():
 
 def test_a_misspelt_message_name_fails_at_import():
     with pytest.raises(AssertionError, match="unknown message 'Contianer'"):
-        protobuf._compile({"Pod": {2: "containers:[]Contianer"}})
+        protobuf_schema._compile({"Pod": {2: "containers:[]Contianer"}})
 
 
 @pytest.mark.parametrize("spec, field", [
@@ -499,7 +499,7 @@ def test_a_misspelt_message_name_fails_at_import():
     ("~LocalObjectReference", protobuf.Field(1, "", "LocalObjectReference", inline=True)),
 ])
 def test_field_spec_notation(spec, field):
-    assert protobuf._parse_field(1, spec) == field
+    assert protobuf_schema._parse_field(1, spec) == field
 
 
 # --- the HTTP boundary ------------------------------------------------------------------------
