@@ -215,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger().setLevel(opts.log_level.upper())
     import uvloop
 
+    from meshnet.control.store import StoreError
+
     async def run() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -225,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(run())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, StoreError) as exc:
         print(f"meshnet-apiserver: {exc}", file=sys.stderr)
         return 1
     return 0
