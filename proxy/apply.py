@@ -1,0 +1,115 @@
+"""apply_plan: carry a Plan out — addresses on the VIP interface, listeners bound and closed.
+
+The only module (with addresses.py) that changes the host. Order matters: addresses are added
+before listeners bind to them and removed after the listeners on them are closed. A listener
+that cannot bind (a port taken by another program) is reported and retried on the next full
+resync; it never stops the rest of the plan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol
+
+from meshnet.proxy.errors import BindError, ProxyError
+from meshnet.proxy.forwarding import Forwarding
+from meshnet.proxy.plan import Plan
+from meshnet.proxy.table import ListenerKey, ProxyTable
+from meshnet.proxy.tcp import start_tcp_listener
+from meshnet.proxy.udp import start_udp_listener
+
+log = logging.getLogger("meshnet.proxy.apply")
+
+
+class Addresses(Protocol):
+    async def add(self, ip: str) -> None: ...
+    async def remove(self, ip: str) -> None: ...
+
+
+class NoAddresses:
+    """For running without a VIP interface (tests on loopback): addresses are left alone."""
+
+    async def add(self, ip: str) -> None:
+        return None
+
+    async def remove(self, ip: str) -> None:
+        return None
+
+
+class DataPlane:
+    def __init__(self, fwd: Forwarding, addresses: Addresses):
+        self.fwd = fwd
+        self.addresses = addresses
+        self.listeners: dict[ListenerKey, asyncio.BaseTransport | asyncio.AbstractServer] = {}
+
+    def __repr__(self) -> str:
+        return f"<DataPlane listeners={len(self.listeners)}>"
+
+    async def _open(self, key: ListenerKey) -> None:
+        try:
+            if key.protocol == "TCP":
+                self.listeners[key] = await start_tcp_listener(self.fwd, key)
+            else:
+                self.listeners[key] = await start_udp_listener(self.fwd, key)
+        except OSError as exc:
+            raise BindError(f"cannot listen on {key}: {exc.strerror or exc}") from None
+
+    def _close(self, key: ListenerKey) -> None:
+        listener = self.listeners.pop(key, None)
+        if listener is not None:
+            listener.close()  # established TCP connections are not closed with the server
+
+    async def apply_plan(self, plan: Plan, desired: ProxyTable) -> list[str]:
+        """Carry out the plan and publish `desired`; returns the errors (already logged).
+
+        The table is published after the addresses exist and before listeners change, so a
+        new listener never accepts a connection its route is not yet published for."""
+        errors: list[str] = []
+        for ip in plan.add_addresses:
+            try:
+                await self.addresses.add(ip)
+            except ProxyError as exc:
+                errors.append(str(exc))
+        self.fwd.table = desired  # publish: the one swap
+        for key in plan.close:
+            self._close(key)
+        for key in plan.open:
+            if key in self.listeners:
+                continue
+            try:
+                await self._open(key)
+            except BindError as exc:
+                errors.append(str(exc))
+        for ip in plan.remove_addresses:
+            try:
+                await self.addresses.remove(ip)
+            except ProxyError as exc:
+                errors.append(str(exc))
+        for message in errors:
+            log.warning("%s", message)
+        self._count()
+        return errors
+
+    def missing(self) -> list[ListenerKey]:
+        """Listeners the published table has but that are not bound (failed binds)."""
+        return [k for k in self.fwd.table.listeners if k not in self.listeners]
+
+    def _count(self) -> None:
+        counts = {"TCP": 0, "UDP": 0}
+        for key in self.listeners:
+            counts[key.protocol] = counts.get(key.protocol, 0) + 1
+        for proto, n in counts.items():
+            self.fwd.metrics.listeners.set(proto, value=n)
+
+    async def close_all(self, *, drain_s: float = 0.0) -> None:
+        """Stop accepting, give open connections `drain_s` to finish, then drop them."""
+        for key in list(self.listeners):
+            self._close(key)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + drain_s
+        while self.fwd.connections and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(self.fwd.connections):
+            conn.abort()
+        self._count()

@@ -1,0 +1,143 @@
+"""meshnet-proxy: the node proxy's command line and process shell.
+
+    meshnet-proxy --kubeconfig FILE --node-name NAME [--vip-interface meshnet0]
+                  [--nodeport-addresses CIDR,...]
+
+See docs/proxy.md. Start-up problems (unreadable kubeconfig, no CAP_NET_ADMIN, a status port
+in use) are printed as one line and exit with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import socket
+
+from meshnet.client.aio import AsyncClient
+from meshnet.daemon import DaemonError, run_daemon
+from meshnet.metrics import serve_status
+from meshnet.proxy.addresses import AsyncVip, VipInterface, node_addresses
+from meshnet.proxy.apply import DataPlane, NoAddresses
+from meshnet.proxy.forwarding import (CONNECT_ATTEMPTS, CONNECT_BUDGET_S, UDP_IDLE_TIMEOUT_S,
+                                      Forwarding, Options)
+from meshnet.proxy.proxier import FULL_SYNC_INTERVAL_S, MIN_SYNC_INTERVAL_S, Proxier
+from meshnet.proxy.table import NodeInfo
+
+log = logging.getLogger("meshnet.proxy")
+DRAIN_S = 2.0
+
+
+def _host_port(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    try:
+        return host.strip("[]") or "127.0.0.1", int(port)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected HOST:PORT") from None
+
+
+def _cidrs(value: str) -> list[str]:
+    out = []
+    for part in filter(None, (p.strip() for p in value.split(","))):
+        try:
+            out.append(str(ipaddress.ip_network(part, strict=False)))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part!r} is not a CIDR (e.g. 192.168.0.0/16)") \
+                from None
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="meshnet-proxy",
+                                description="Node proxy: forwards Service ClusterIPs, "
+                                            "NodePorts, externalIPs and LoadBalancer IPs to "
+                                            "ready endpoints, in userspace (no iptables).")
+    p.add_argument("--kubeconfig", help="kubeconfig of the API server (default: $KUBECONFIG "
+                                        "or ~/.kube/config)")
+    p.add_argument("--context", help="kubeconfig context to use")
+    p.add_argument("--node-name", default=socket.gethostname(),
+                   help="this node's name, for traffic policy Local (default: host name)")
+    p.add_argument("--vip-interface", default="meshnet0",
+                   help="dummy interface carrying service IPs as /32 (default: meshnet0)")
+    p.add_argument("--no-vip-interface", action="store_true",
+                   help="do not manage addresses: service IPs must already be local")
+    p.add_argument("--nodeport-addresses", type=_cidrs, default=[],
+                   help="CIDR,... : NodePorts listen on node addresses within these "
+                        "(default: every IPv4 address of the node)")
+    p.add_argument("--status-address", type=_host_port, default=("127.0.0.1", 10256),
+                   help="HOST:PORT for /healthz, /ready and /metrics (default 127.0.0.1:10256)")
+    p.add_argument("--min-sync-interval", type=float, default=MIN_SYNC_INTERVAL_S,
+                   help=f"seconds between syncs at least; changes in between are coalesced "
+                        f"(default {MIN_SYNC_INTERVAL_S})")
+    p.add_argument("--full-sync-interval", type=float, default=FULL_SYNC_INTERVAL_S,
+                   help=f"seconds between full resyncs (default {FULL_SYNC_INTERVAL_S:g})")
+    p.add_argument("--udp-idle-timeout", type=float, default=UDP_IDLE_TIMEOUT_S,
+                   help=f"seconds before an idle UDP flow ends (default {UDP_IDLE_TIMEOUT_S:g})")
+    p.add_argument("--connect-attempts", type=int, default=CONNECT_ATTEMPTS,
+                   help=f"endpoints tried per new connection (default {CONNECT_ATTEMPTS})")
+    p.add_argument("--connect-budget", type=float, default=CONNECT_BUDGET_S,
+                   help=f"seconds for all connect attempts of one connection "
+                        f"(default {CONNECT_BUDGET_S:g})")
+    p.add_argument("--keep-on-exit", action="store_true",
+                   help="leave addresses and the VIP interface in place on exit")
+    p.add_argument("--log-level", default="info",
+                   choices=["debug", "info", "warning", "error"])
+    return p
+
+
+async def serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
+    try:
+        client = AsyncClient.from_kubeconfig(args.kubeconfig, args.context)
+    except Exception as exc:
+        raise DaemonError(f"cannot load kubeconfig {args.kubeconfig or '(default)'}: "
+                          f"{exc}") from None
+    vip = None if args.no_vip_interface else AsyncVip(VipInterface(args.vip_interface))
+    if vip is not None:
+        await vip.ensure()
+        addresses = await vip.node_addresses(args.nodeport_addresses)
+    else:
+        addresses = node_addresses(args.nodeport_addresses, exclude=args.vip_interface)
+    node = NodeInfo(args.node_name, addresses)
+    fwd = Forwarding(Options(connect_attempts=args.connect_attempts,
+                             connect_budget_s=args.connect_budget,
+                             udp_idle_timeout_s=args.udp_idle_timeout))
+    dataplane = DataPlane(fwd, vip if vip is not None else NoAddresses())
+    proxier = Proxier(client, node, fwd, dataplane, min_interval_s=args.min_sync_interval,
+                      full_interval_s=args.full_sync_interval)
+    if vip is not None:
+        proxier.on_first_sync = lambda table: _remove_stale(vip, table)
+    host, port = args.status_address
+    try:
+        status = await serve_status(host, port, fwd.metrics.registry,
+                                    ready=proxier.first_synced.is_set)
+    except OSError as exc:
+        raise DaemonError(f"cannot serve status on {host}:{port}: {exc.strerror or exc} "
+                          f"(choose another with --status-address)") from None
+    log.info("meshnet-proxy on node %s; NodePort addresses %s; status on http://%s:%d",
+             node.name, ", ".join(node.addresses) or "(none)", host,
+             status.addresses[0][1] if status.addresses else port)
+    try:
+        await proxier.run(stop)
+    finally:
+        await dataplane.close_all(drain_s=DRAIN_S)
+        await status.cleanup()
+        await client.close()
+        if vip is not None and not args.keep_on_exit:
+            await vip.cleanup()
+        log.info("meshnet-proxy stopped")
+
+
+async def _remove_stale(vip: AsyncVip, table) -> None:
+    stale = await vip.remove_stale(set(table.addresses))
+    if stale:
+        log.info("removed %d stale addresses from %s", len(stale), vip.name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_daemon("meshnet-proxy", lambda stop: serve(args, stop), log_level=args.log_level)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
