@@ -1,0 +1,147 @@
+"""meshnet-ingress: the command line, and the wiring of controller, proxy and listeners.
+
+    meshnet-ingress --kubeconfig FILE --http-listen 127.0.0.1:80 --https-listen 127.0.0.1:443
+
+Listeners come up first and answer 503 until the first sync (the architecture's rule: nothing
+is served from a half-built table); `/healthz`, `/ready` and `/metrics` on --status-listen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import asyncio
+import logging
+import os
+
+from meshnet.client.aio import AsyncClient
+from meshnet.client.errors import ClientError
+from meshnet.daemon import DaemonError, run_daemon
+from meshnet.ingress.certs import TLSStore, generate_self_signed
+from meshnet.ingress.controller import IngressController
+from meshnet.ingress.proxy import Proxy, ServerSettings
+from meshnet.ingress.routes import DEFAULT_CLASS_NAME, RoutingConfig
+from meshnet.ingress.server import start_listener
+from meshnet.metrics import Registry, serve_status
+
+log = logging.getLogger("meshnet.ingress")
+
+SHUTDOWN_GRACE_S = 10.0
+
+
+def parse_addr(text: str, flag: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise DaemonError(f"{flag} {text!r}: expected ADDRESS:PORT, such as 127.0.0.1:8080")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def parse_ref(text: str, flag: str) -> str:
+    ns, sep, name = text.partition("/")
+    if not sep or not ns or not name or "/" in name:
+        raise DaemonError(f"{flag} {text!r}: expected NAMESPACE/NAME")
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="meshnet-ingress",
+                                description="HTTP/HTTPS ingress controller for meshnet")
+    p.add_argument("--kubeconfig", help="kubeconfig of the API server (default: $KUBECONFIG, "
+                   "~/.kube/config)")
+    p.add_argument("--http-listen", default="0.0.0.0:80", metavar="ADDR:PORT")
+    p.add_argument("--https-listen", default="0.0.0.0:443", metavar="ADDR:PORT")
+    p.add_argument("--ingress-class", default=None, metavar="NAME",
+                   help=f"serve only this IngressClass (default: every class of controller "
+                        f"meshnet.io/ingress-controller; `{DEFAULT_CLASS_NAME}` is created)")
+    p.add_argument("--watch-ingress-without-class", action="store_true",
+                   help="also serve Ingresses that name no class")
+    p.add_argument("--default-backend-service", metavar="NS/NAME", default="",
+                   help="Service for requests no rule matches (default: default-http-backend "
+                        "in the controller namespace, else 404)")
+    p.add_argument("--default-ssl-certificate", metavar="NS/NAME", default="",
+                   help="kubernetes.io/tls Secret for unknown SNI names (default: generated)")
+    p.add_argument("--status-listen", default="127.0.0.1:10254", metavar="ADDR:PORT",
+                   help="/healthz, /ready and /metrics (10254 as ingress-nginx)")
+    p.add_argument("--publish-address", default=None, metavar="IP",
+                   help="address written to served Ingresses' status (default: the HTTP "
+                        "listen address)")
+    p.add_argument("--controller-namespace", default=os.environ.get("POD_NAMESPACE", "default"),
+                   help="where default-http-backend is looked for (default: $POD_NAMESPACE "
+                        "or default)")
+    p.add_argument("--client-header-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="a request head must arrive within this (408 after)")
+    p.add_argument("--keepalive-timeout", type=float, default=75.0, metavar="SECONDS")
+    p.add_argument("--log-level", default="info")
+    return p
+
+
+async def serve(args, stop: asyncio.Event) -> None:
+    http_host, http_port = parse_addr(args.http_listen, "--http-listen")
+    https_host, https_port = parse_addr(args.https_listen, "--https-listen")
+    status_host, status_port = parse_addr(args.status_listen, "--status-listen")
+    config = RoutingConfig(
+        controller_namespace=args.controller_namespace,
+        ingress_class=args.ingress_class or DEFAULT_CLASS_NAME,
+        class_flag_given=args.ingress_class is not None,
+        watch_without_class=args.watch_ingress_without_class,
+        default_backend_service=parse_ref(args.default_backend_service,
+                                          "--default-backend-service")
+        if args.default_backend_service else "")
+    default_cert = parse_ref(args.default_ssl_certificate, "--default-ssl-certificate") \
+        if args.default_ssl_certificate else ""
+    try:
+        client = AsyncClient.from_kubeconfig(args.kubeconfig)
+    except (ClientError, OSError, ValueError) as exc:
+        raise DaemonError(f"--kubeconfig {args.kubeconfig or '(default)'}: {exc}") from None
+    metrics = Registry()
+    proxy = Proxy(ServerSettings(header_timeout_s=args.client_header_timeout,
+                                 keepalive_timeout_s=args.keepalive_timeout,
+                                 https_port=https_port), metrics)
+    tls = TLSStore(*generate_self_signed())
+    controller = IngressController(
+        client, proxy, tls, config,
+        publish_address=args.publish_address if args.publish_address is not None
+        else (http_host if http_host not in ("0.0.0.0", "::") else ""),
+        default_certificate=default_cert)
+    servers = []
+    try:
+        servers.append(await start_listener(proxy, http_host, http_port))
+        servers.append(await start_listener(proxy, https_host, https_port, tls.listener_context))
+    except OSError as exc:
+        for s in servers:
+            s.close()
+        raise DaemonError(f"cannot listen: {exc}") from None
+    status = await serve_status(status_host, status_port, metrics,
+                                ready=lambda: controller.synced)
+    ports = [s.sockets[0].getsockname()[1] for s in servers]
+    # Redirects point at the port really bound (it differs from the flag when :0 was asked).
+    proxy.settings = dataclasses.replace(proxy.settings, https_port=ports[1])
+    # The ready line tests and scripts wait for (ports resolved when :0 was asked for).
+    print(f"meshnet-ingress ready on http://{http_host}:{ports[0]} "
+          f"https://{https_host}:{ports[1]}", flush=True)
+    task = asyncio.create_task(controller.run(stop))
+    try:
+        await stop.wait()
+    finally:
+        for s in servers:
+            s.close()  # stop accepting; in-flight requests get a grace period
+        deadline = asyncio.get_running_loop().time() + SHUTDOWN_GRACE_S
+        while any(c.current for c in proxy.connections) and \
+                asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(proxy.connections):
+            conn.transport.close()
+        proxy.pool.close()
+        task.cancel()
+        try:
+            await task
+        except (asyncio.CancelledError, Exception) as exc:  # noqa: BLE001 - shutting down
+            if not isinstance(exc, asyncio.CancelledError):
+                log.warning("controller stopped with %s", exc)
+        await status.cleanup()
+        await client.close()
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_daemon("meshnet-ingress", lambda stop: serve(args, stop), log_level=args.log_level)

@@ -1,0 +1,297 @@
+"""The proxy's shared state (`Proxy`: the published table, the pool, metrics) and `Exchange`,
+one request/response carried from a client connection to a backend and back.
+
+The Exchange is the only place that decides what a request gets: 503 before the first sync,
+404 with no route, 308 to HTTPS for a TLS host reached over HTTP, 413 over the body limit,
+503 for a Service without ready endpoints, 502 when no endpoint accepts a connection or the
+backend fails before answering, 504 when it stays silent past the read timeout. Retries go to
+the next endpoint on a failed connect (nothing was sent, so any method is safe), and once on a
+pooled keep-alive connection the backend had closed, for idempotent requests without a body
+(RFC 9110 9.2.2) -- what nginx's `proxy_next_upstream error` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from meshnet.ingress import http1
+from meshnet.ingress.match import Route, RouteTable, match_route, normalize_host, split_target
+from meshnet.ingress.upstream import UpstreamConnection, UpstreamPool
+from meshnet.metrics import Registry
+
+log = logging.getLogger("meshnet.ingress.proxy")
+access_log = logging.getLogger("meshnet.ingress.access")
+
+BUFFER_HIGH_WATER_BYTES = 256 * 1024
+MAX_CONNECT_TRIES = 3
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    # nginx: large_client_header_buffers 4 8k -> a 32 KiB head; client_header_timeout 60s;
+    # keepalive_timeout 75s; client_body_timeout 60s.
+    max_header_bytes: int = 32 * 1024
+    header_timeout_s: float = 60.0
+    keepalive_timeout_s: float = 75.0
+    body_timeout_s: float = 60.0
+    https_port: int = 443  # the port redirects point to
+
+
+class Proxy:
+    def __init__(self, settings: ServerSettings = ServerSettings(),
+                 metrics: Registry | None = None):
+        self.settings = settings
+        self.table: RouteTable | None = None  # None until the first sync: answer 503
+        self.pool = UpstreamPool()
+        self.connections: set = set()
+        self._rr: dict[tuple, int] = {}
+        metrics = metrics or Registry()
+        self.requests = metrics.counter(
+            "meshnet_ingress_requests_total", "Requests answered, by Ingress, host and status.",
+            ("ingress", "host", "status"))
+        self.latency = metrics.histogram(
+            "meshnet_ingress_request_duration_seconds",
+            "Time from the request head to the end of the response.", ("ingress",))
+        self.upstream_failures = metrics.counter(
+            "meshnet_ingress_upstream_failures_total",
+            "Failed backend connects and responses.", ("reason",))
+
+    def __repr__(self) -> str:
+        return f"<Proxy table={self.table!r} connections={len(self.connections)} {self.pool!r}>"
+
+    def pick(self, route: Route) -> tuple[tuple[str, int], ...]:
+        """The endpoints in the order to try them: round robin per endpoint set."""
+        eps = route.endpoints
+        n = self._rr.get(eps, -1) + 1
+        if len(self._rr) > 10_000:  # endpoint sets churn; forget old counters now and then
+            self._rr.clear()
+        self._rr[eps] = n
+        start = n % len(eps)
+        return eps[start:] + eps[:start]
+
+    def count_rejected(self, status: int) -> None:
+        self.requests.inc("", "", str(status))
+
+
+class Exchange:
+    def __init__(self, client, method: bytes, target: bytes, headers: list, version: str,
+                 keep_alive: bool, upgrade: bytes | None, framing: str, content_length: int):
+        self.client = client
+        self.proxy: Proxy = client.proxy
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.version = version
+        self.keep_alive = keep_alive
+        self.upgrade = upgrade
+        self.framing = framing  # request body: "chunked", "length" or ""
+        self.content_length = content_length
+        self.request_done = False
+        self.body_sent = 0
+        self.route: Route | None = None
+        self.upstream: UpstreamConnection | None = None
+        self.response_started = False
+        self.response_framing = ""  # what the backend sends: length/chunked/close/none
+        self.client_framing = ""  # what the client gets
+        self.status = 0
+        self.finished = False
+        self.gone = False
+        self.retried = False
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        self._t0 = time.monotonic()
+        self._host = ""
+
+    def __repr__(self) -> str:
+        return (f"<Exchange {self.method.decode()} {self.target[:60].decode('latin-1')} "
+                f"status={self.status or '-'} upstream={self.upstream!r}>")
+
+    # -- start: route and connect --------------------------------------------------------------
+
+    def start(self) -> None:
+        asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        proxy = self.proxy
+        table = proxy.table
+        if table is None:
+            return self.reply_error(503)
+        raw_host = http1.header_value(self.headers, b"host") or b""
+        self._host = normalize_host(raw_host.decode("latin-1"))
+        path, _ = split_target(self.target.decode("latin-1"))
+        route = self.route = match_route(table, self._host, path)
+        if route is None:
+            return self.reply_error(404)
+        if route.ssl_redirect and self.client.scheme == "http":
+            location = http1.https_location(self._host, self.target, proxy.settings.https_port)
+            return self.reply(308, http1.redirect(location, keep_alive=self.keep_alive,
+                                                  head_only=self.method == b"HEAD"))
+        if route.max_body_bytes and self.content_length > route.max_body_bytes:
+            return self.reply_error(413)
+        if not route.endpoints:
+            return self.reply_error(503)
+        await self._connect(proxy.pick(route)[:MAX_CONNECT_TRIES])
+
+    async def _connect(self, addrs) -> None:
+        for addr in addrs:
+            try:
+                conn = await self.proxy.pool.acquire(addr, self.route.connect_timeout_s)
+            except (OSError, asyncio.TimeoutError) as exc:
+                self.proxy.upstream_failures.inc("connect")
+                log.warning("connect to %s:%d for %s failed: %s", addr[0], addr[1],
+                            self.route.service, exc or type(exc).__name__)
+                continue
+            if self.gone:
+                self.proxy.pool.release(conn)
+                return
+            self._attach(conn)
+            return
+        self.reply_error(502)
+
+    def _attach(self, conn: UpstreamConnection) -> None:
+        self.upstream = conn
+        conn.start(self, self.method == b"HEAD", self.route.read_timeout_s)
+        body = "length" if self.framing == "length" else self.framing
+        head = http1.upstream_request_head(
+            self.method, self.target, self.headers, client_ip=self.client.client_ip,
+            scheme=self.client.scheme, port=self.client.local_port, body=body,
+            upgrade=self.upgrade)
+        conn.write(head + b"".join(self._buffer) if self._buffer else head)
+        self._buffer, self._buffered = [], 0
+        self.client.resume_reading("buffer")
+
+    # -- request body, from the client --------------------------------------------------------------
+
+    def on_request_body(self, data: bytes) -> None:
+        self.body_sent += len(data)
+        limit = self.route.max_body_bytes if self.route else 0
+        if limit and self.body_sent > limit:
+            if self.upstream is not None:
+                self.upstream.abort()
+                self.upstream = None
+            return self.client.reject(413)
+        if self.framing == "chunked":
+            data = http1.chunk(data)
+        if self.upstream is not None:
+            self.upstream.write(data)
+        elif not self.finished:
+            self._buffer.append(data)
+            self._buffered += len(data)
+            if self._buffered > BUFFER_HIGH_WATER_BYTES:
+                self.client.pause_reading("buffer")
+
+    def on_request_end(self) -> None:
+        self.request_done = True
+        if self.framing == "chunked":
+            if self.upstream is not None:
+                self.upstream.write(http1.LAST_CHUNK)
+            elif not self.finished:
+                self._buffer.append(http1.LAST_CHUNK)
+
+    # -- response, from the backend ---------------------------------------------------------------
+
+    def on_response_head(self, conn, status: int, reason: bytes, headers: list,
+                         upstream_keep_alive: bool) -> None:
+        self.status = status
+        self.response_started = True
+        if self.method == b"HEAD" or status in (204, 304) or 100 <= status < 200:
+            framing = "none"
+        elif http1.header_value(headers, b"transfer-encoding") is not None:
+            framing = "chunked"
+        elif http1.header_value(headers, b"content-length") is not None:
+            framing = "length"
+        else:
+            framing = "close"
+        self.response_framing = framing
+        if framing in ("chunked", "close"):
+            framing = "chunked" if self.version == "1.1" else "close"
+        self.client_framing = framing
+        if framing == "close":
+            self.keep_alive = False
+        upgrade = http1.header_value(headers, b"upgrade") if status == 101 else None
+        self.client.write(http1.response_head(status, reason, headers, framing=framing,
+                                              keep_alive=self.keep_alive, upgrade=upgrade))
+
+    def on_response_body(self, data: bytes) -> None:
+        if self.client_framing == "chunked":
+            data = http1.chunk(data)
+        self.client.write(data)
+
+    def on_response_end(self, conn: UpstreamConnection, reusable: bool) -> None:
+        if self.client_framing == "chunked":
+            self.client.write(http1.LAST_CHUNK)
+        self.upstream = None
+        if reusable and self.request_done and not self.gone:
+            self.proxy.pool.release(conn)
+        else:
+            conn.transport.close()
+        self._finish()
+
+    def on_response_upgraded(self, conn: UpstreamConnection, rest: bytes) -> None:
+        if self.status != 101:
+            return conn.abort()
+        if rest:
+            self.client.write(rest)
+        conn.become_tunnel(self.client.transport)
+        self.client.become_tunnel(conn.transport)
+        self._finish(tunnel=True)
+
+    def on_upstream_failed(self, conn: UpstreamConnection, message: str, *,
+                           before_response: bool, timeout: bool = False) -> None:
+        self.upstream = None
+        if self.gone:
+            return
+        self.proxy.upstream_failures.inc("timeout" if timeout else "response")
+        if before_response and conn.reused and not self.retried and self.body_sent == 0 \
+                and self.framing == "" and self.method in IDEMPOTENT and not timeout:
+            # A pooled connection the backend closed as we reused it: once more, fresh.
+            self.retried = True
+            asyncio.get_running_loop().create_task(self._connect(self.proxy.pick(self.route)))
+            return
+        log.warning("%s %s -> %s: %s", self.method.decode(), self.target[:200].decode("latin-1"),
+                    self.route.service if self.route else "-", message)
+        if before_response:
+            self.reply_error(504 if timeout else 502)
+        else:
+            self.client.transport.abort()  # a truncated response must not look complete
+            self._finish()
+
+    def client_gone(self) -> None:
+        self.gone = True
+        if self.upstream is not None:
+            self.upstream.abort()
+            self.upstream = None
+
+    # -- answers made here ---------------------------------------------------------------------
+
+    def reply_error(self, status: int) -> None:
+        self.reply(status, http1.error_page(status, keep_alive=self.keep_alive,
+                                            head_only=self.method == b"HEAD"))
+
+    def reply(self, status: int, data: bytes) -> None:
+        self.status = status
+        self.response_started = True
+        self.client.write(data)
+        self._finish()
+
+    def _finish(self, tunnel: bool = False) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        route = self.route
+        ingress = route.ingress if route else ""
+        self.proxy.requests.inc(ingress, route.host if route else "", str(self.status))
+        elapsed = time.monotonic() - self._t0
+        self.proxy.latency.observe(elapsed, ingress)
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info('%s "%s %s HTTP/%s" %d host=%s ingress=%s service=%s %.3fs',
+                            self.client.client_ip, self.method.decode(),
+                            self.target[:500].decode("latin-1"), self.version, self.status,
+                            self._host, ingress or "-", route.service if route else "-",
+                            elapsed)
+        if not tunnel:
+            self.client.exchange_finished(self, self.keep_alive)

@@ -1,0 +1,281 @@
+"""The client side of the proxy: one asyncio Protocol per client connection, one Exchange per
+request.
+
+Theory of operation
+-------------------
+`ClientConnection` parses requests with httptools and enforces the limits that protect the
+proxy from its clients: the request head must be complete within `header_timeout_s` of its
+first byte (slowloris: answered 408) and within `max_header_bytes` (431); a body must keep
+arriving (`body_timeout_s`); an idle keep-alive connection is closed after
+`keepalive_timeout_s`. Anything the parser refuses (smuggling shapes, bad chunks, obs-fold)
+is answered 400 and the connection is closed, so nothing after it is ever interpreted.
+
+Each request head becomes an `Exchange`. Exchanges run strictly one at a time per connection;
+pipelined requests wait in `queue` with reading paused. An Exchange matches its route in the
+table that is current when its head completes (a table swap never affects requests in flight),
+takes a pooled connection to a ready endpoint (round robin; the next endpoint on a failed
+connect), then streams: request body chunks go straight into the backend's transport, response
+chunks straight into the client's, and each side's pause_writing pauses reading on the other.
+Until a backend is attached, body chunks are buffered up to `BUFFER_HIGH_WATER_BYTES`.
+An `Upgrade` request whose backend answers 101 turns both connections into a byte tunnel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import socket
+
+import httptools
+
+from meshnet.ingress import http1
+from meshnet.ingress.match import normalize_host, split_target
+from meshnet.ingress.proxy import Exchange
+
+log = logging.getLogger("meshnet.ingress.server")
+
+
+class ClientConnection(asyncio.Protocol):
+    def __init__(self, proxy, scheme: str):
+        self.proxy = proxy
+        self.settings = proxy.settings
+        self.scheme = scheme
+        self.transport: asyncio.Transport | None = None
+        self.client_ip = ""
+        self.local_port = 0
+        self.parser = httptools.HttpRequestParser(self)
+        self.current: Exchange | None = None
+        self.parsing: Exchange | None = None
+        self.queue: collections.deque[Exchange] = collections.deque()
+        self.tunnel: asyncio.Transport | None = None
+        self.closed = False
+        self._paused: set[str] = set()
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_bytes = 0
+        self._reject = 0
+        self._upgrade_rest = b""
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+
+    def __repr__(self) -> str:
+        state = "tunnel" if self.tunnel else ("busy" if self.current else "idle")
+        return f"<ClientConnection {self.client_ip} {self.scheme} {state} queued={len(self.queue)}>"
+
+    # -- asyncio.Protocol -----------------------------------------------------------------------
+
+    def connection_made(self, transport):
+        self.transport = transport
+        peer = transport.get_extra_info("peername") or ("", 0)
+        self.client_ip = peer[0]
+        self.local_port = (transport.get_extra_info("sockname") or ("", 0))[1]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.proxy.connections.add(self)
+        # The first request's head is timed from the connect: a slowloris that never sends a
+        # byte is cut off the same as one that sends them slowly.
+        self._header_timer = self._call_later(self.settings.header_timeout_s,
+                                              self._header_timed_out)
+
+    def data_received(self, data: bytes):
+        if self.tunnel is not None:
+            self.tunnel.write(data)
+            return
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = self._call_later(self.settings.body_timeout_s,
+                                                self._body_timed_out)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self._upgrade_rest += data[exc.args[0]:]
+            self.pause_reading("upgrade")  # nothing more until the backend answers 101
+        except httptools.HttpParserCallbackError:
+            self.reject(self._reject or 400)
+        except httptools.HttpParserError as exc:
+            log.info("%s: bad request: %s", self.client_ip, exc)
+            self.reject(400)
+
+    def connection_lost(self, exc):
+        self.closed = True
+        self.proxy.connections.discard(self)
+        for timer in (self._header_timer, self._idle_timer, self._body_timer):
+            if timer is not None:
+                timer.cancel()
+        if self.tunnel is not None:
+            self.tunnel.close()
+        for ex in (self.current, *self.queue):
+            if ex is not None:
+                ex.client_gone()
+        self.queue.clear()
+
+    def pause_writing(self):
+        ex = self.current
+        if ex is not None and ex.upstream is not None and ex.upstream.transport is not None:
+            ex.upstream.transport.pause_reading()
+
+    def resume_writing(self):
+        ex = self.current
+        if ex is not None and ex.upstream is not None and ex.upstream.transport is not None \
+                and not ex.upstream.transport.is_closing():
+            ex.upstream.transport.resume_reading()
+
+    # -- httptools callbacks -------------------------------------------------------------------------
+
+    def on_message_begin(self):
+        self._url, self._headers, self._head_bytes = b"", [], 0
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        if self._header_timer is None:
+            self._header_timer = self._call_later(self.settings.header_timeout_s,
+                                                  self._header_timed_out)
+
+    def on_url(self, url: bytes):
+        self._url += url
+        self._count_head(len(url))
+
+    def on_header(self, name: bytes, value: bytes):
+        self._headers.append((name, value))
+        self._count_head(len(name) + len(value) + 4)
+
+    def on_headers_complete(self):
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+        p = self.parser
+        te = http1.header_value(self._headers, b"transfer-encoding")
+        cl = http1.header_value(self._headers, b"content-length")
+        framing = "chunked" if te is not None else ("length" if cl is not None else "")
+        upgrade = http1.header_value(self._headers, b"upgrade") if p.should_upgrade() else None
+        ex = Exchange(self, p.get_method(), self._url, self._headers, p.get_http_version(),
+                      p.should_keep_alive(), upgrade, framing, int(cl) if cl else 0)
+        expect = http1.header_value(self._headers, b"expect")
+        if expect is not None and expect.lower() == b"100-continue" and self.current is None:
+            # Answered here (as nginx does) so the body starts flowing while the backend is
+            # chosen; the Expect header is not forwarded.
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.parsing = ex
+        if framing:
+            self._body_timer = self._call_later(self.settings.body_timeout_s,
+                                                self._body_timed_out)
+        if self.current is None:
+            self.current = ex
+            ex.start()
+        else:
+            self.queue.append(ex)
+            self.pause_reading("pipeline")
+
+    def on_body(self, body: bytes):
+        if self.parsing is not None:
+            self.parsing.on_request_body(body)
+
+    def on_message_complete(self):
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+        ex, self.parsing = self.parsing, None
+        if ex is not None:
+            ex.on_request_end()
+
+    # -- used by exchanges ------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if not self.closed:
+            self.transport.write(data)
+
+    def pause_reading(self, reason: str) -> None:
+        if not self._paused and not self.closed:
+            self.transport.pause_reading()
+        self._paused.add(reason)
+
+    def resume_reading(self, reason: str) -> None:
+        if reason in self._paused:
+            self._paused.discard(reason)
+            if not self._paused and not self.closed:
+                self.transport.resume_reading()
+
+    def exchange_finished(self, ex: Exchange, keep_alive: bool) -> None:
+        if ex is not self.current or self.closed:
+            return
+        self.current = None
+        if not keep_alive or not ex.request_done:
+            # A body still arriving (say a 404 to a large POST) is not read just to be thrown
+            # away: closing is cheaper and leaves no doubt where the next request starts.
+            self.transport.close()
+            return
+        if self.queue:
+            self.current = self.queue.popleft()
+            if not self.queue:
+                self.resume_reading("pipeline")
+            self.current.start()
+        else:
+            self._idle_timer = self._call_later(self.settings.keepalive_timeout_s,
+                                                self._idle_timed_out)
+
+    def become_tunnel(self, upstream_transport: asyncio.Transport) -> None:
+        self.tunnel = upstream_transport
+        self.current = None
+        for timer in (self._body_timer, self._idle_timer):
+            if timer is not None:
+                timer.cancel()
+        if self._upgrade_rest:
+            upstream_transport.write(self._upgrade_rest)
+            self._upgrade_rest = b""
+        self.resume_reading("upgrade")
+
+    def reject(self, status: int) -> None:
+        """Answer an error the request itself caused and close: after a framing error the
+        connection's byte stream can no longer be trusted."""
+        if self.closed:
+            return
+        self.proxy.count_rejected(status)
+        if self.current is None or not self.current.response_started:
+            self.transport.write(http1.error_page(status, keep_alive=False))
+        self.transport.close()
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _count_head(self, n: int) -> None:
+        self._head_bytes += n
+        if self._head_bytes > self.settings.max_header_bytes:
+            self._reject = 431
+            raise ValueError("request head too large")
+
+    def _call_later(self, delay: float, callback) -> asyncio.TimerHandle:
+        return asyncio.get_running_loop().call_later(delay, callback)
+
+    def _header_timed_out(self) -> None:
+        self._header_timer = None
+        if self.current is None and not self.closed:
+            self.reject(408)
+
+    def _idle_timed_out(self) -> None:
+        self._idle_timer = None
+        if self.current is None and not self.closed:
+            self.transport.close()
+
+    def _body_timed_out(self) -> None:
+        self._body_timer = None
+        self.reject(408)
+
+
+def request_host(headers: list[tuple[bytes, bytes]]) -> str:
+    return normalize_host((http1.header_value(headers, b"host") or b"").decode("latin-1"))
+
+
+def request_path(target: bytes) -> str:
+    return split_target(target.decode("latin-1"))[0]
+
+
+async def start_listener(proxy, host: str, port: int, ssl_context=None) -> asyncio.Server:
+    """Listen for clients; `ssl_context` makes it the HTTPS listener."""
+    loop = asyncio.get_running_loop()
+    scheme = "https" if ssl_context is not None else "http"
+    return await loop.create_server(lambda: ClientConnection(proxy, scheme), host, port,
+                                    ssl=ssl_context, reuse_address=True, backlog=4096,
+                                    ssl_handshake_timeout=proxy.settings.header_timeout_s
+                                    if ssl_context is not None else None)

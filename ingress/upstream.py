@@ -1,0 +1,255 @@
+"""Backend connections: the HTTP/1.1 client side of the proxy and its keep-alive pool.
+
+Theory of operation
+-------------------
+An `UpstreamConnection` carries one exchange at a time. The downstream side (server.py) writes
+the request head and body into `transport`; this protocol parses the response with httptools
+and pushes every piece straight into the exchange (`on_response_head`, `on_response_body`,
+`on_response_end`), which writes it to the client: no queue in between, so backpressure is a
+pair of pause/resume calls (a slow client pauses reading here, a slow backend pauses reading
+from the client).
+
+A connection goes back to the pool only when the response ended cleanly, the request body was
+fully sent and the backend did not ask to close; otherwise it is closed. Idle pooled
+connections are closed after `IDLE_TIMEOUT_S` (below the 75 s keep-alive nginx and most
+servers use, so the proxy closes first and never reuses a connection the backend is closing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+
+import httptools
+
+log = logging.getLogger("meshnet.ingress.upstream")
+
+IDLE_TIMEOUT_S = 30.0
+MAX_IDLE_PER_BACKEND = 64
+
+
+class UpstreamClosed(Exception):
+    """The backend closed or failed before a complete response."""
+
+
+class UpstreamConnection(asyncio.Protocol):
+    def __init__(self, pool: "UpstreamPool", addr: tuple[str, int]):
+        self.pool = pool
+        self.addr = addr
+        self.transport: asyncio.Transport | None = None
+        self.exchange = None  # the server.Exchange being answered
+        self.parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self.reused = 0  # exchanges carried before the current one
+        self.head_only = False  # a HEAD request: the response has no body whatever it says
+        self.tunnel: asyncio.Transport | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._read_timer: asyncio.TimerHandle | None = None
+        self._read_timeout_s = 60.0
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._reason = b""
+        self._got_response = False
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else ("busy" if self.exchange else "idle")
+        return f"<UpstreamConnection {self.addr[0]}:{self.addr[1]} {state} reused={self.reused}>"
+
+    # -- asyncio.Protocol -----------------------------------------------------------------------
+
+    def connection_made(self, transport):
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes):
+        if self.tunnel is not None:
+            self.tunnel.write(data)
+            return
+        if self.exchange is None:  # bytes on an idle connection: the backend is confused
+            self.transport.close()
+            return
+        self._arm_read_timer()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            offset = exc.args[0]
+            self.exchange.on_response_upgraded(self, data[offset:])
+        except httptools.HttpParserError as exc:
+            self._fail(f"bad response from backend {self.addr[0]}:{self.addr[1]}: {exc}")
+
+    def connection_lost(self, exc):
+        self.closed = True
+        self._cancel_timers()
+        self.pool.forget(self)
+        if self.tunnel is not None:
+            self.tunnel.close()
+            return
+        ex = self.exchange
+        if ex is None:
+            return
+        self.exchange = None
+        if self._got_response and ex.response_framing == "close":
+            ex.on_response_end(self, reusable=False)  # the close delimits the body
+        else:
+            ex.on_upstream_failed(self, "backend closed the connection",
+                                  before_response=not self._got_response)
+
+    def pause_writing(self):
+        if self.exchange is not None:
+            self.exchange.client.pause_reading("upstream")
+
+    def resume_writing(self):
+        if self.exchange is not None:
+            self.exchange.client.resume_reading("upstream")
+
+    # -- httptools callbacks -----------------------------------------------------------------------
+
+    def on_status(self, status: bytes):
+        self._reason += status
+
+    def on_header(self, name: bytes, value: bytes):
+        self._headers.append((name, value))
+
+    def on_headers_complete(self):
+        status = self.parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            self._headers, self._reason = [], b""  # 1xx interim: dropped (Expect is ours)
+            return
+        self._got_response = True
+        self.exchange.on_response_head(self, status, self._reason, self._headers,
+                                       self.parser.should_keep_alive())
+        self._headers, self._reason = [], b""
+        if self.head_only:
+            # httptools cannot be told a response answers HEAD; end it here and start a
+            # fresh parser for the next response on this connection.
+            self._end_response()
+            self.parser = httptools.HttpResponseParser(self)
+
+    def on_body(self, body: bytes):
+        if self.exchange is not None:
+            self.exchange.on_response_body(body)
+
+    def on_message_complete(self):
+        if not self._got_response:  # the end of a 1xx interim response
+            return
+        if self.parser.get_status_code() == 101:  # the tunnel starts (HttpParserUpgrade)
+            return
+        self._end_response()
+
+    # -- used by the exchange --------------------------------------------------------------------
+
+    def start(self, exchange, head_only: bool, read_timeout_s: float) -> None:
+        self.exchange = exchange
+        self.head_only = head_only
+        self._got_response = False
+        self._read_timeout_s = read_timeout_s
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        self._arm_read_timer()
+
+    def write(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def become_tunnel(self, client_transport: asyncio.Transport) -> None:
+        self._cancel_timers()
+        self.exchange = None
+        self.tunnel = client_transport
+
+    def abort(self) -> None:
+        self.exchange = None
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -- internals ---------------------------------------------------------------------------------
+
+    def _end_response(self) -> None:
+        ex, self.exchange = self.exchange, None
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+        if ex is not None:
+            ex.on_response_end(self, reusable=self.parser.should_keep_alive()
+                               if not self.head_only else True)
+
+    def _arm_read_timer(self) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._read_timer = loop.call_later(self._read_timeout_s, self._read_timed_out)
+
+    def _read_timed_out(self) -> None:
+        self._read_timer = None
+        ex = self.exchange
+        if ex is not None and not ex.request_done:
+            self._arm_read_timer()  # still sending the request body: not a read timeout
+            return
+        self._fail(f"backend {self.addr[0]}:{self.addr[1]} sent nothing for "
+                   f"{self._read_timeout_s:g}s", timeout=True)
+
+    def _fail(self, message: str, timeout: bool = False) -> None:
+        ex, self.exchange = self.exchange, None
+        self.closed = True
+        self.transport.abort()
+        if ex is not None:
+            ex.on_upstream_failed(self, message, before_response=not self._got_response,
+                                  timeout=timeout)
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._idle_timer, self._read_timer):
+            if timer is not None:
+                timer.cancel()
+        self._idle_timer = self._read_timer = None
+
+    def park(self) -> None:
+        """Idle in the pool: close after IDLE_TIMEOUT_S unless reused."""
+        self.reused += 1
+        loop = asyncio.get_running_loop()
+        self._idle_timer = loop.call_later(IDLE_TIMEOUT_S, self.transport.close)
+
+
+class UpstreamPool:
+    """Idle keep-alive connections per backend address (LIFO: the warmest first)."""
+
+    def __init__(self):
+        self.idle: dict[tuple[str, int], list[UpstreamConnection]] = {}
+        self.connects = 0
+
+    def __repr__(self) -> str:
+        return (f"<UpstreamPool backends={len(self.idle)} "
+                f"idle={sum(len(v) for v in self.idle.values())} connects={self.connects}>")
+
+    async def acquire(self, addr: tuple[str, int], connect_timeout_s: float
+                      ) -> UpstreamConnection:
+        idle = self.idle.get(addr)
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and not conn.transport.is_closing():
+                return conn
+        loop = asyncio.get_running_loop()
+        self.connects += 1
+        _, conn = await asyncio.wait_for(
+            loop.create_connection(lambda: UpstreamConnection(self, addr), addr[0], addr[1]),
+            connect_timeout_s)
+        return conn
+
+    def release(self, conn: UpstreamConnection) -> None:
+        idle = self.idle.setdefault(conn.addr, [])
+        if conn.closed or len(idle) >= MAX_IDLE_PER_BACKEND:
+            conn.transport.close()
+            return
+        conn.park()
+        idle.append(conn)
+
+    def forget(self, conn: UpstreamConnection) -> None:
+        idle = self.idle.get(conn.addr)
+        if idle and conn in idle:
+            idle.remove(conn)
+
+    def close(self) -> None:
+        for conns in self.idle.values():
+            for conn in conns:
+                conn.transport.close()
+        self.idle.clear()

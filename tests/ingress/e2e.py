@@ -1,0 +1,166 @@
+"""End-to-end harness: a real API server, a real meshnet-ingress process, real backends.
+
+Backends are aiohttp servers in a thread of their own (10 "pods" on 127.0.0.20-29 sharing one
+port, so one Endpoints object lists them all); the ingress listens on 127.0.0.3; every client
+is curl with `--resolve`, so all traffic stays on loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from meshnet.api.resources import lookup
+from meshnet.client.errors import ApiError
+from meshnet.client.kubeconfig import Kubeconfig
+from meshnet.client.rest import RestClient
+
+from backends import Backend
+
+BIN = Path(sys.executable).parent
+INGRESS_HOST = "127.0.0.3"
+POD_IPS = [f"127.0.0.{20 + i}" for i in range(10)]
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class Pods:
+    """Backend servers on their own event loop thread."""
+
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.backends: list[Backend] = []
+        self.port = 0
+
+    def start(self) -> "Pods":
+        self.thread.start()
+        self.port = free_port(POD_IPS[0])
+        for i, ip in enumerate(POD_IPS):
+            self.backends.append(self._run(Backend(f"pod{i}", ip, self.port).start()))
+        return self
+
+    def _run(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
+
+    def stop(self) -> None:
+        for b in self.backends:
+            self._run(b.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+class IngressProcess:
+    def __init__(self, kubeconfig: Path, log_path: Path, extra: list[str] = ()):
+        self.status_port = free_port(INGRESS_HOST)
+        self.args = [str(BIN / "meshnet-ingress"), "--kubeconfig", str(kubeconfig),
+                     "--http-listen", f"{INGRESS_HOST}:0", "--https-listen", f"{INGRESS_HOST}:0",
+                     "--status-listen", f"{INGRESS_HOST}:{self.status_port}", *extra]
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+        self.http_port = self.https_port = 0
+
+    def start(self) -> "IngressProcess":
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=log,
+                                     start_new_session=True)
+        line = self.proc.stdout.readline()
+        if b"ready on" not in line:
+            self.stop()
+            raise RuntimeError(f"meshnet-ingress did not start: {line!r}\n"
+                               f"{self.log_path.read_text()[-3000:]}")
+        http, https = line.decode().split("ready on ")[1].split()
+        self.http_port = int(http.rsplit(":", 1)[1])
+        self.https_port = int(https.rsplit(":", 1)[1])
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+            self.proc = None
+
+
+class Cluster:
+    """The API objects side: create-or-replace, delete, and curl through the ingress."""
+
+    def __init__(self, kubeconfig: Path, ingress: IngressProcess, pods: Pods):
+        self.client = RestClient(Kubeconfig.load(str(kubeconfig)).connection(None))
+        self.ingress = ingress
+        self.pods = pods
+
+    def apply(self, obj: dict) -> dict:
+        info = lookup(obj["kind"])
+        ns = obj["metadata"].get("namespace") if info.namespaced else None
+        try:
+            return self.client.create(info, obj, ns)
+        except ApiError as exc:
+            if exc.code != 409:
+                raise
+        current = self.client.get(info, obj["metadata"]["name"], ns)
+        obj = json.loads(json.dumps(obj))
+        obj["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+        return self.client.replace(info, obj["metadata"]["name"], obj, ns)
+
+    def get(self, kind: str, name: str, ns: str | None = "default") -> dict:
+        info = lookup(kind)
+        return self.client.get(info, name, ns if info.namespaced else None)
+
+    def list(self, kind: str, ns: str | None = "default") -> list[dict]:
+        return self.client.list(lookup(kind), ns).get("items") or []
+
+    def delete(self, kind: str, name: str, ns: str = "default") -> None:
+        try:
+            self.client.delete(lookup(kind), name, ns)
+        except ApiError as exc:
+            if exc.code != 404:
+                raise
+
+    def curl(self, host: str, path: str = "/", *, https: bool = False, args: list[str] = (),
+             timeout: float = 10) -> subprocess.CompletedProcess:
+        port = self.ingress.https_port if https else self.ingress.http_port
+        url = f"{'https' if https else 'http'}://{host}:{port}{path}"
+        return subprocess.run(["curl", "-sS", "--noproxy", "*", "--max-time", str(timeout), "--resolve",
+                               f"{host}:{port}:{INGRESS_HOST}", *args, url],
+                              capture_output=True, timeout=timeout + 5)
+
+    def status_of(self, host: str, path: str = "/", **kw) -> tuple[int, bytes]:
+        r = self.curl(host, path, args=["-o", "-", "-w", "\n%{http_code}", *kw.pop("args", [])],
+                      **kw)
+        body, _, code = r.stdout.rpartition(b"\n")
+        return int(code or 0), body
+
+    def wait_for(self, check, timeout: float = 10.0, what: str = "condition"):
+        """Poll an external process's convergence (the ingress follows the API server)."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            last = check()
+            if last:
+                return last
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}; last: {last!r}; ingress log:\n"
+                             f"{self.ingress.log_path.read_text()[-3000:]}")
+
+
+def env_without_proxy() -> dict:
+    env = dict(os.environ)
+    for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        env.pop(k, None)
+    return env
