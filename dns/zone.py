@@ -1,0 +1,250 @@
+"""The cluster zone as one immutable table, compiled from the informers' views.
+
+Theory of operation
+-------------------
+`compile_zone(services, endpoints, pods, config, serial)` is pure: it turns the cached views
+into a `ZoneTable` — every owner name (lowercase, absolute, with the trailing dot) mapped to its
+records by type — following the Kubernetes DNS-Based Service Discovery specification 1.1.0
+(kubernetes/dns docs/specification.md) and, where the spec is silent, CoreDNS's `kubernetes`
+plugin:
+
+- ClusterIP services: A/AAAA at `<svc>.<ns>.svc.<zone>`, SRV at `_<port>._<proto>.<svc>...`
+  for each named port and (CoreDNS) at the service name for every port, PTR for each ClusterIP.
+- Headless services: A/AAAA per ready endpoint (plus not-ready ones with
+  publishNotReadyAddresses), `<hostname>.<svc>...` per endpoint (the Endpoints hostname, else
+  the dashed IP), SRV per endpoint and port pointing at those names, PTR per endpoint.
+  With no endpoint to publish the service name does not exist (NXDOMAIN, spec 2.4.1).
+- ExternalName: a CNAME to the external name.
+- Pods (verified mode): `<a-b-c-d>.<ns>.pod.<zone>` for each IP of each existing pod.
+- `dns-version.<zone>` TXT "1.1.0"; SOA and NS at the apex (NS `ns.dns.<zone>`, whose A/AAAA
+  are the ClusterIPs of the DNS service itself, kube-system/kube-dns by default).
+
+Every ancestor of an owner name, up to its zone apex, exists (an empty non-terminal, RFC 8020):
+a query for it is NOERROR with no data, never NXDOMAIN. Names are the table keys; answers echo
+the query's case, so the table never stores presentation case.
+
+Records are sorted so that two compilations of the same views compare equal (`==`), which is
+how tests assert and how the daemon skips publishing an unchanged table.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+from dnslib import AAAA, CNAME, NS, PTR, QTYPE, SOA, SRV, TXT, A
+
+from meshnet.dns.views import EndpointsView, PodView, ServiceView
+
+SPEC_VERSION = "1.1.0"  # kubernetes/dns docs/specification.md schema version
+# SOA timers as CoreDNS's kubernetes plugin sets them (refresh, retry, expire); minimum = TTL.
+SOA_REFRESH_S, SOA_RETRY_S, SOA_EXPIRE_S = 7200, 1800, 86400
+DEFAULT_TTL_S = 5
+PODS_MODES = ("verified", "insecure", "disabled")
+
+Node = Mapping[int, tuple]  # qtype -> rdata objects
+
+
+@dataclass(frozen=True)
+class ZoneConfig:
+    origin: str = "cluster.local."          # absolute, lowercase
+    ttl: int = DEFAULT_TTL_S
+    reverse_cidrs: tuple[str, ...] = ("10.96.0.0/12", "10.244.0.0/16")
+    pods: str = "verified"
+    dns_service: str = "kube-system/kube-dns"
+
+    @classmethod
+    def make(cls, domain: str = "cluster.local", **kwargs) -> "ZoneConfig":
+        return cls(origin=domain.strip(".").lower() + ".", **kwargs)
+
+
+@dataclass(frozen=True)
+class ZoneTable:
+    origin: str
+    ttl: int
+    synced: bool
+    reverse_zones: frozenset[str]
+    pods: str
+    records: Mapping[str, Node] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        state = "synced" if self.synced else "unsynced"
+        return f"<ZoneTable {self.origin} {state} names={len(self.records)}>"
+
+    @classmethod
+    def unsynced(cls, config: ZoneConfig) -> "ZoneTable":
+        """What is published before the first full list: every zone name gets SERVFAIL."""
+        return cls(config.origin, config.ttl, False, reverse_zones(config.reverse_cidrs),
+                   config.pods)
+
+    def apex_of(self, name: str) -> str | None:
+        """The zone this table is authoritative for that contains `name`, if any."""
+        if name == self.origin or name.endswith("." + self.origin):
+            return self.origin
+        if name.endswith(".arpa.") and self.reverse_zones:
+            rest = name
+            while rest:
+                if rest in self.reverse_zones:
+                    return rest
+                _, _, rest = rest.partition(".")
+        return None
+
+    def soa(self, apex: str) -> SOA:
+        node = self.records.get(apex)
+        if node and QTYPE.SOA in node:
+            return node[QTYPE.SOA][0]
+        return SOA(f"ns.dns.{self.origin}", f"hostmaster.{self.origin}",
+                   (0, SOA_REFRESH_S, SOA_RETRY_S, SOA_EXPIRE_S, self.ttl))
+
+
+def dashed(ip: str) -> str:
+    """10.0.0.1 -> 10-0-0-1; fd00::1 -> fd00--1 (CoreDNS's endpoint and pod names)."""
+    return ip.replace(".", "-").replace(":", "-")
+
+
+def undashed(label: str) -> str | None:
+    """The canonical IP a dashed label names, or None (accepts any IPv6 spelling)."""
+    text = label.replace("-", ".") if label.count("-") == 3 and "--" not in label \
+        else label.replace("-", ":")
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
+
+
+def reverse_name(ip: str) -> str:
+    return ipaddress.ip_address(ip).reverse_pointer + "."
+
+
+def reverse_zones(cidrs: Iterable[str]) -> frozenset[str]:
+    """The octet (IPv4) or nibble (IPv6) aligned reverse zones exactly covering each CIDR.
+
+    A /12 is not octet aligned, so it becomes the sixteen /16 zones it spans, as CoreDNS does;
+    claiming 10.in-addr.arpa would answer NXDOMAIN for addresses outside the service range.
+    """
+    zones = set()
+    for text in cidrs:
+        net = ipaddress.ip_network(text, strict=False)
+        step = 8 if net.version == 4 else 4
+        prefix = -(-net.prefixlen // step) * step
+        for sub in net.subnets(new_prefix=prefix):
+            if net.version == 4:
+                parts = str(sub.network_address).split(".")[: prefix // 8]
+                zones.add(".".join(reversed(parts)) + (".in-addr.arpa." if parts else
+                                                       "in-addr.arpa."))
+            else:
+                nibbles = sub.network_address.exploded.replace(":", "")[: prefix // 4]
+                zones.add(".".join(reversed(nibbles)) + (".ip6.arpa." if nibbles else
+                                                         "ip6.arpa."))
+    return frozenset(zones)
+
+
+def _address(ip: str):
+    return (QTYPE.A, A(ip)) if ":" not in ip else (QTYPE.AAAA, AAAA(ip))
+
+
+class _Builder:
+    """Collects records by name and type; `table()` sorts and freezes them."""
+
+    def __init__(self):
+        self.rrs: dict[str, dict[int, dict]] = defaultdict(lambda: defaultdict(dict))
+        self.srv: dict[str, dict[tuple[int, str], None]] = defaultdict(dict)
+
+    def add(self, name: str, qtype: int, rdata) -> None:
+        self.rrs[name][qtype].setdefault(str(rdata), rdata)
+
+    def add_address(self, name: str, ip: str) -> None:
+        self.add(name, *_address(ip))
+
+    def add_srv(self, name: str, port: int, target: str) -> None:
+        self.srv[name].setdefault((port, target), None)
+
+    def freeze(self) -> dict[str, dict[int, tuple]]:
+        for name, entries in self.srv.items():
+            # CoreDNS spreads weight evenly over the records at one name (priority 0 for all).
+            weight = max(1, 100 // len(entries))
+            for port, target in entries:
+                self.add(name, QTYPE.SRV, SRV(0, weight, port, target))
+        return {name: {qtype: tuple(v for _, v in sorted(rd.items()))
+                       for qtype, rd in types.items()}
+                for name, types in self.rrs.items()}
+
+
+def _port_name(port) -> str:
+    return f"_{port.name.lower()}._{port.protocol.lower()}."
+
+
+def _compile_service(b: _Builder, svc: ServiceView, eps: EndpointsView | None,
+                     origin: str) -> None:
+    fqdn = f"{svc.name}.{svc.namespace}.svc.{origin}"
+    if svc.type == "ExternalName":
+        if svc.external_name:
+            b.add(fqdn, QTYPE.CNAME, CNAME(svc.external_name + "."))
+        return
+    if not svc.headless:
+        for ip in svc.cluster_ips:
+            b.add_address(fqdn, ip)
+            b.add(reverse_name(ip), QTYPE.PTR, PTR(fqdn))
+        if svc.cluster_ips:
+            for port in svc.ports:
+                if port.name:
+                    b.add_srv(_port_name(port) + fqdn, port.port, fqdn)
+                b.add_srv(fqdn, port.port, fqdn)
+        return
+    for subset in eps.subsets if eps else ():
+        for addr in subset.addresses:
+            if not (addr.ready or svc.publish_not_ready):
+                continue
+            host = f"{(addr.hostname or dashed(addr.ip)).lower()}.{fqdn}"
+            b.add_address(fqdn, addr.ip)
+            b.add_address(host, addr.ip)
+            b.add(reverse_name(addr.ip), QTYPE.PTR, PTR(host))
+            for port in subset.ports:
+                if port.name:
+                    b.add_srv(_port_name(port) + fqdn, port.port, host)
+                b.add_srv(fqdn, port.port, host)
+
+
+def compile_zone(services: Iterable[ServiceView],
+                 endpoints: Mapping[tuple[str, str], EndpointsView],
+                 pods: Iterable[PodView], config: ZoneConfig, serial: int = 1) -> ZoneTable:
+    origin = config.origin
+    b = _Builder()
+    b.add(origin, QTYPE.SOA, SOA(f"ns.dns.{origin}", f"hostmaster.{origin}",
+                                 (serial, SOA_REFRESH_S, SOA_RETRY_S, SOA_EXPIRE_S, config.ttl)))
+    b.add(origin, QTYPE.NS, NS(f"ns.dns.{origin}"))
+    b.rrs[f"ns.dns.{origin}"]  # exists even before the DNS service has an address
+    b.add(f"dns-version.{origin}", QTYPE.TXT, TXT(SPEC_VERSION))
+    for svc in services:
+        _compile_service(b, svc, endpoints.get((svc.namespace, svc.name)), origin)
+        if f"{svc.namespace}/{svc.name}" == config.dns_service:
+            for ip in svc.cluster_ips:
+                b.add_address(f"ns.dns.{origin}", ip)
+    if config.pods == "verified":
+        for pod in pods:
+            for ip in pod.ips:
+                b.add_address(f"{dashed(ip)}.{pod.namespace}.pod.{origin}", ip)
+    zones = reverse_zones(config.reverse_cidrs)
+    for apex in zones:
+        b.add(apex, QTYPE.SOA, SOA(f"ns.dns.{origin}", f"hostmaster.{origin}",
+                                   (serial, SOA_REFRESH_S, SOA_RETRY_S, SOA_EXPIRE_S, config.ttl)))
+        b.add(apex, QTYPE.NS, NS(f"ns.dns.{origin}"))
+    records = b.freeze()
+    _add_empty_non_terminals(records, origin, zones)
+    return ZoneTable(origin, config.ttl, True, zones, config.pods, records)
+
+
+def _add_empty_non_terminals(records: dict, origin: str, zones: frozenset[str]) -> None:
+    table = ZoneTable(origin, 0, True, zones, "")
+    for name in list(records):
+        apex = table.apex_of(name)
+        if apex is None:
+            continue  # a PTR outside the configured reverse zones: no parents to invent
+        rest = name
+        while rest != apex:
+            _, _, rest = rest.partition(".")
+            if rest in records:
+                break
+            records[rest] = {}
