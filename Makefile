@@ -24,7 +24,7 @@ test-deps: install
 	@scripts/install-test-deps
 
 test: test-deps
-	$(BIN)/pytest -q tests
+	scripts/run-tests
 
 run: install
 	$(BIN)/meshnet-apiserver $(ARGS)
