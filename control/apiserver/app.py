@@ -72,9 +72,8 @@ async def resource(request: web.Request) -> web.StreamResponse:
     ri = parse_resource_path(request.path)
     method = request.method
     if ri.subresource in ("log", "exec"):
-        raise errors.StatusError(501, "NotImplemented",
-                                 f"{ri.info.plural}/{ri.subresource} is served by the node "
-                                 f"agent, which this API server does not have yet")
+        from meshnet.control.apiserver import podproxy  # served by the node agent
+        return await podproxy.forward(request, registry, ri)
     if method == "GET":
         if ri.name is None:
             if wire.query_bool(request, "watch"):

@@ -70,6 +70,9 @@ class Options:
     history_min_events: int = 50_000
     compaction_interval_s: float = 30.0
     bookmark_interval_s: float = 30.0
+    cluster_cidr: str = "10.244.0.0/16"
+    node_monitor_grace_period_s: float = 40.0
+    pod_eviction_timeout_s: float = 300.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--advertise-address", action="append", default=[],
                    help="address clients and the kubernetes Service use to reach this server "
                         "(repeatable; added to the certificate's SANs)")
+    p.add_argument("--cluster-cidr", default="10.244.0.0/16",
+                   help="pod address range; each node gets a /24 of it (default 10.244.0.0/16)")
+    p.add_argument("--node-monitor-grace-period", default="40s",
+                   help="a node whose Lease is not renewed for this long goes NotReady "
+                        "(default 40s)")
+    p.add_argument("--pod-eviction-timeout", default="5m",
+                   help="pods of a node NotReady for this long are deleted (default 5m)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--watch-history-seconds", type=float, default=900.0,
                    help="keep watch history at least this long (default 900); older "
@@ -114,9 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_options(argv: list[str] | None) -> Options:
+    from meshnet.control.controllers.config import parse_duration_s
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        grace_s = parse_duration_s(args.node_monitor_grace_period)
+        eviction_s = parse_duration_s(args.pod_eviction_timeout)
+        ipaddress.ip_network(args.cluster_cidr, strict=True)
         host, port = parse_host_port(args.listen, 6443)
         ipaddress.ip_network(args.service_cidr, strict=False)
         for addr in args.advertise_address:
@@ -127,7 +142,7 @@ def parse_options(argv: list[str] | None) -> Options:
                    args.node_port_range, args.lb_pool, args.cluster_domain,
                    tuple(args.advertise_address), args.log_level, args.watch_history_seconds,
                    args.watch_history_min_events, args.compaction_interval_seconds,
-                   args.watch_bookmark_interval_seconds)
+                   args.watch_bookmark_interval_seconds, args.cluster_cidr, grace_s, eviction_s)
 
 
 def advertise_address(opts: Options) -> str:
@@ -163,7 +178,9 @@ async def serve(opts: Options, *, ready: asyncio.Event | None = None,
     config = ControllerConfig(
         service_cidr=opts.service_cidr, node_port_range=opts.node_port_range,
         lb_pool=opts.lb_pool, cluster_domain=opts.cluster_domain,
-        advertise_address=address, advertise_port=opts.listen_port or 6443)
+        advertise_address=address, advertise_port=opts.listen_port or 6443,
+        cluster_cidr=opts.cluster_cidr, node_monitor_grace_period_s=opts.node_monitor_grace_period_s,
+        pod_eviction_timeout_s=opts.pod_eviction_timeout_s)
     service_ip = str(config.kubernetes_service_ip)
     creds = ensure_credentials(opts.data_dir, listen_host=opts.listen_host,
                                listen_port=opts.listen_port, advertise=list(opts.advertise_address),

@@ -22,11 +22,18 @@ import weakref
 
 from meshnet.control.controllers.bootstrap import BootstrapController
 from meshnet.control.controllers.config import ControllerConfig
+from meshnet.control.controllers.deployment import DeploymentController
 from meshnet.control.controllers.endpoints import EndpointsController
 from meshnet.control.controllers.events import record_event
+from meshnet.control.controllers.gc import GarbageCollector
 from meshnet.control.controllers.loadbalancer import LoadBalancerController
 from meshnet.control.controllers.namespaces import NamespaceController
+from meshnet.control.controllers.nodeipam import NodeIpamController
+from meshnet.control.controllers.nodelifecycle import NodeLifecycleController
+from meshnet.control.controllers.replicaset import ReplicaSetController
+from meshnet.control.controllers.scheduler import Scheduler
 from meshnet.control.controllers.serviceips import RepairLoop, ServiceAllocators
+from meshnet.control.controllers.statefulset import StatefulSetController
 
 __all__ = ["ControllerConfig", "ControllerManager", "install_admission", "record_event",
            "start_controllers"]
@@ -58,7 +65,17 @@ class ControllerManager:
         self.endpoints = EndpointsController(registry)
         self.loadbalancer = LoadBalancerController(registry, config)
         self.bootstrap = BootstrapController(registry, config)
-        self.controllers = [self.namespaces, self.endpoints, self.loadbalancer, self.bootstrap]
+        # Workloads (issue 6): nodes get pod CIDRs, pods get nodes, owners get pods.
+        self.nodeipam = NodeIpamController(registry, config)
+        self.scheduler = Scheduler(registry)
+        self.replicasets = ReplicaSetController(registry)
+        self.deployments = DeploymentController(registry)
+        self.statefulsets = StatefulSetController(registry)
+        self.gc = GarbageCollector(registry)
+        self.nodelifecycle = NodeLifecycleController(registry, config)
+        self.controllers = [self.namespaces, self.endpoints, self.loadbalancer, self.bootstrap,
+                            self.nodeipam, self.scheduler, self.replicasets, self.deployments,
+                            self.statefulsets, self.gc, self.nodelifecycle]
         self._started: list = []
 
     def __repr__(self) -> str:

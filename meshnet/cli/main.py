@@ -22,7 +22,7 @@ from typing import Callable
 from meshnet.client.errors import ApiError, ClientError, ConfigError, ConnectionFailed
 
 from . import (apply, completion, config, create, delete, describe, edit, expose, get, info,
-               label)
+               label, logs, rollout)
 from .context import IO, Session
 from .errors import CLIError, Reported, error_text
 from .flags import add_global_flags, bool_options, normalize_bools, value_options
@@ -54,13 +54,6 @@ def _service(kind: str, summary: str) -> Command:
     return Command(kind, summary, create.configure_service(kind), create.run_service(kind),
                    description=f"Create a {kind} service with the specified name.",
                    examples=f"Examples:\n  meshctl create service {kind} my-svc --tcp=5678:8080")
-
-
-_logs = info.not_yet("logs", "container logs need the node agent (meshnet-agent), which is "
-                             "not part of this release; use 'meshctl describe pod NAME' for "
-                             "status and events")
-_exec = info.not_yet("exec", "running commands in containers needs the node agent "
-                             "(meshnet-agent), which is not part of this release")
 
 
 def _complete_configure(p):
@@ -121,6 +114,17 @@ COMMANDS = Command(PROG, "meshctl controls a meshnet (or any Kubernetes) cluster
     Command("annotate", "Update the annotations on a resource", label.configure,
             label.run_for("annotate"), description=label.ANNOTATE_DESCRIPTION,
             examples=label.ANNOTATE_EXAMPLES),
+    Command("scale", "Set a new size for a deployment, replica set, or stateful set",
+            rollout.configure_scale, rollout.run_scale, description=rollout.SCALE_DESCRIPTION,
+            examples=rollout.SCALE_EXAMPLES),
+    Command("rollout", "Manage the rollout of a resource", examples=rollout.ROLLOUT_EXAMPLES,
+            children=[
+        Command("status", "Show the status of the rollout", rollout.configure_status,
+                rollout.run_status),
+        Command("history", "View rollout history", rollout.configure_history,
+                rollout.run_history),
+        Command("undo", "Undo a previous rollout", rollout.configure_undo, rollout.run_undo),
+    ]),
     Command("api-resources", "Print the supported API resources on the server",
             info.configure_api_resources, info.run_api_resources,
             examples="Examples:\n  meshctl api-resources --namespaced=false -o wide"),
@@ -150,8 +154,10 @@ COMMANDS = Command(PROG, "meshctl controls a meshnet (or any Kubernetes) cluster
             lambda p: p.add_argument("shell", choices=("bash", "zsh")),
             lambda args, s: s.out(completion.script(args.shell)) or 0,
             examples="Examples:\n  source <(meshctl completion bash)"),
-    Command("logs", "Print the logs for a container in a pod (not supported yet)", *_logs),
-    Command("exec", "Execute a command in a container (not supported yet)", *_exec),
+    Command("logs", "Print the logs for a container in a pod", logs.configure_logs,
+            logs.run_logs, examples=logs.LOGS_EXAMPLES),
+    Command("exec", "Execute a command in a container", logs.configure_exec, logs.run_exec,
+            examples=logs.EXEC_EXAMPLES),
     Command("__complete", "", _complete_configure, None, hidden=True),
 ])
 
