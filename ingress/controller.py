@@ -10,9 +10,10 @@ the certificates, and one attribute assignment publishes the route table. Reques
 matched keep their route; the next one sees the new table. Syncs are coalesced: at most one
 per `MIN_SYNC_INTERVAL_S`, so an Endpoints storm costs one compile, not hundreds.
 
-After a sync, in the background: problems not reported before become Events, and served
-Ingresses whose `status.loadBalancer.ingress` is not our address get it. Ingresses of other
-classes are never written.
+After a sync, in the background: problems not reported at the previous sync become Events
+(an Event that exists already, because the problem came back or we restarted, has its count
+bumped), and served Ingresses whose `status.loadBalancer.ingress` is not our address get it.
+Ingresses of other classes are never written.
 """
 
 from __future__ import annotations
@@ -160,12 +161,21 @@ class IngressController:
     async def _report(self, problems) -> None:
         for p in problems:
             log.warning("%s %s/%s: %s: %s", p.kind, p.namespace, p.name, p.reason, p.message)
+            event = build_event(p)
             try:
-                await self.client.create(EVENTS, p.namespace, build_event(p))
-            except ApiError as exc:
-                if exc.code != 409:  # 409: the same event, recorded before a restart
-                    log.info("event for %s/%s not recorded: %s", p.namespace, p.name, exc)
-            except ClientError as exc:
+                try:
+                    await self.client.create(EVENTS, p.namespace, event)
+                except ApiError as exc:
+                    if exc.code != 409:
+                        raise
+                    # The same event exists (the problem came back, or we restarted): count
+                    # it again, as kube's EventCorrelator does, instead of a second Event.
+                    name = event["metadata"]["name"]
+                    old = await self.client.get(EVENTS, p.namespace, name)
+                    await self.client.patch(EVENTS, p.namespace, name, {
+                        "count": int(old.get("count") or 1) + 1,
+                        "lastTimestamp": event["lastTimestamp"]})
+            except ClientError as exc:  # ApiError included
                 log.info("event for %s/%s not recorded: %s", p.namespace, p.name, exc)
 
 

@@ -23,10 +23,15 @@ SERVER_NAME = b"meshnet-ingress"
 HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
                         b"transfer-encoding", b"upgrade", b"proxy-authenticate",
                         b"proxy-authorization"})
-# Incoming forwarding headers are replaced, not trusted: a client must not be able to claim
-# another address (see docs/ingress.md "trusted proxies").
+# Incoming forwarding headers are replaced unless the peer is a trusted proxy (see
+# `forwarded_for` and docs/ingress.md "trusted proxies").
 FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host",
                        b"x-forwarded-port", b"x-real-ip", b"forwarded"})
+# The headers the proxy reads or writes itself; all others are forwarded as they came.
+REQUEST_SPECIAL = HOP_BY_HOP | FORWARDED | {b"host", b"content-length", b"expect"}
+RESPONSE_SPECIAL = HOP_BY_HOP | {b"content-length", b"server", b"date"}
+# Connection tokens that are options, not names of headers to drop.
+_CONNECTION_OPTIONS = frozenset({b"close", b"keep-alive", b"upgrade"})
 
 REASONS = {200: b"OK", 308: b"Permanent Redirect", 400: b"Bad Request", 404: b"Not Found",
            408: b"Request Timeout", 413: b"Content Too Large", 431:
@@ -46,46 +51,65 @@ def http_date() -> bytes:
     return _date_cache[1]
 
 
-def connection_tokens(headers: list[tuple[bytes, bytes]]) -> set[bytes]:
-    tokens: set[bytes] = set()
-    for name, value in headers:
-        if name.lower() == b"connection":
-            tokens.update(t.strip().lower() for t in value.split(b","))
-    return tokens
+def split_headers(headers: list[tuple[bytes, bytes]], special_names: frozenset[bytes]
+                  ) -> tuple[dict[bytes, bytes], list[tuple[bytes, bytes]]]:
+    """One pass over a head (it runs twice per proxied request, so one pass, not one per
+    header looked up): ({lowercase name: value} of the `special_names` present -- the first
+    occurrence, Connection values joined --, the other headers in order). Headers the
+    Connection header names are hop-by-hop too (RFC 9110 7.6.1) and are dropped."""
+    special: dict[bytes, bytes] = {}
+    rest = []
+    for item in headers:
+        low = item[0].lower()
+        if low in special_names:
+            if low not in special:
+                special[low] = item[1]
+            elif low == b"connection":
+                special[low] += b"," + item[1]
+        else:
+            rest.append(item)
+    connection = special.get(b"connection")
+    if connection is not None:
+        named = {t.strip().lower() for t in connection.split(b",")} - _CONNECTION_OPTIONS
+        if named:
+            rest = [h for h in rest if h[0].lower() not in named]
+    return special, rest
 
 
-def header_value(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
-    for n, v in headers:
-        if n.lower() == name:
-            return v
-    return None
+def forwarded_for(incoming: bytes | None, peer: str, trusted) -> tuple[bytes, bytes]:
+    """(X-Forwarded-For, X-Real-IP) for a request from `peer`, as nginx's realip module with
+    `real_ip_recursive on`: a trusted peer's X-Forwarded-For is kept and the peer appended;
+    the real IP is the rightmost address not in a trusted network (the leftmost if all are).
+    `trusted`: a predicate over an address string."""
+    if not incoming:
+        return peer.encode(), peer.encode()
+    hops = [h.strip() for h in incoming.decode("latin-1").split(",") if h.strip()]
+    real = hops[0] if hops else peer
+    for hop in reversed(hops):
+        if not trusted(hop):
+            real = hop
+            break
+    return (incoming + b", " + peer.encode()), real.encode()
 
 
-def upstream_request_head(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], *,
-                          client_ip: str, scheme: str, port: int, body: str,
-                          upgrade: bytes | None) -> bytes:
-    """The request head sent to a backend.
-
-    body: "length" (Content-Length kept), "chunked" (re-chunked by the proxy) or "" (none).
-    Host is forwarded unchanged (the backend sees the name the client asked for)."""
-    named = connection_tokens(headers)
+def upstream_request_head(method: bytes, target: bytes, rest: list[tuple[bytes, bytes]], *,
+                          host: bytes | None, content_length: bytes | None, chunked: bool,
+                          upgrade: bytes | None, forwarded: tuple[bytes, ...]) -> bytes:
+    """The request head sent to a backend: `rest` (end-to-end headers, from split_headers)
+    as they came, Host unchanged (the backend sees the name the client asked for), the
+    framing of this hop, and `forwarded`: the values of X-Forwarded-For, X-Real-IP,
+    X-Forwarded-Proto, X-Forwarded-Host and X-Forwarded-Port."""
     out = [method, b" ", target, b" HTTP/1.1\r\n"]
-    host = b""
-    for name, value in headers:
-        low = name.lower()
-        if low in HOP_BY_HOP or low in FORWARDED or low in named or low == b"expect":
-            continue
-        if low == b"content-length" and body != "length":
-            continue
-        if low == b"host":
-            host = value
+    if host is not None:
+        out += (b"Host: ", host, b"\r\n")
+    for name, value in rest:
         out += (name, b": ", value, b"\r\n")
-    ip = client_ip.encode()
-    out += (b"X-Forwarded-For: ", ip, b"\r\nX-Real-IP: ", ip,
-            b"\r\nX-Forwarded-Proto: ", scheme.encode(),
-            b"\r\nX-Forwarded-Host: ", host,
-            b"\r\nX-Forwarded-Port: ", str(port).encode(), b"\r\n")
-    if body == "chunked":
+    out += (b"X-Forwarded-For: ", forwarded[0], b"\r\nX-Real-IP: ", forwarded[1],
+            b"\r\nX-Forwarded-Proto: ", forwarded[2], b"\r\nX-Forwarded-Host: ", forwarded[3],
+            b"\r\nX-Forwarded-Port: ", forwarded[4], b"\r\n")
+    if content_length is not None:
+        out += (b"Content-Length: ", content_length, b"\r\n")
+    elif chunked:
         out.append(b"Transfer-Encoding: chunked\r\n")
     if upgrade is not None:
         out += (b"Connection: upgrade\r\nUpgrade: ", upgrade, b"\r\n")
@@ -93,30 +117,24 @@ def upstream_request_head(method: bytes, target: bytes, headers: list[tuple[byte
     return b"".join(out)
 
 
-def response_head(status: int, reason: bytes, headers: list[tuple[bytes, bytes]], *,
-                  framing: str, keep_alive: bool, upgrade: bytes | None = None) -> bytes:
-    """The response head sent to the client. framing: "length" (Content-Length kept),
-    "chunked" (the proxy chunks), "close" (body until close) or "none" (no body)."""
-    named = connection_tokens(headers)
-    out = [b"HTTP/1.1 ", str(status).encode(), b" ", reason or REASONS.get(status, b""), b"\r\n"]
-    has_server = has_date = False
-    for name, value in headers:
-        low = name.lower()
-        if low in HOP_BY_HOP or low in named:
-            continue
-        if low == b"content-length" and framing not in ("length", "none"):
-            continue
-        if low == b"server":
-            has_server = True
-        elif low == b"date":
-            has_date = True
+def response_head(status: int, reason: bytes, rest: list[tuple[bytes, bytes]],
+                  special: dict[bytes, bytes], *, framing: str, keep_alive: bool,
+                  upgrade: bytes | None = None) -> bytes:
+    """The response head sent to the client: `rest` and `special` as split_headers made them
+    from the backend's head. framing: "length" (Content-Length kept), "chunked" (the proxy
+    chunks), "close" (body until close) or "none" (no body). Server and Date are the
+    backend's when it sent them."""
+    out = [b"HTTP/1.1 ", str(status).encode(), b" ", reason or REASONS.get(status, b""),
+           b"\r\nServer: ", special.get(b"server", SERVER_NAME),
+           b"\r\nDate: ", special.get(b"date") or http_date(), b"\r\n"]
+    for name, value in rest:
         out += (name, b": ", value, b"\r\n")
-    if not has_server:
-        out += (b"Server: ", SERVER_NAME, b"\r\n")
-    if not has_date:
-        out += (b"Date: ", http_date(), b"\r\n")
     if framing == "chunked":
         out.append(b"Transfer-Encoding: chunked\r\n")
+    elif framing in ("length", "none"):
+        length = special.get(b"content-length")
+        if length is not None:
+            out += (b"Content-Length: ", length, b"\r\n")
     if upgrade is not None:
         out += (b"Connection: upgrade\r\nUpgrade: ", upgrade, b"\r\n")
     elif not keep_alive:
@@ -139,9 +157,9 @@ def error_page(status: int, *, keep_alive: bool, head_only: bool = False,
     title = b"%d %b" % (status, reason)
     body = (b"<html>\r\n<head><title>%b</title></head>\r\n<body>\r\n<center><h1>%b</h1></center>"
             b"\r\n<hr><center>%b</center>\r\n</body>\r\n</html>\r\n" % (title, title, SERVER_NAME))
-    headers = [(b"Content-Type", b"text/html"), (b"Content-Length", str(len(body)).encode()),
-               *extra]
-    head = response_head(status, reason, headers, framing="length", keep_alive=keep_alive)
+    head = response_head(status, reason, [(b"Content-Type", b"text/html"), *extra],
+                         {b"content-length": str(len(body)).encode()}, framing="length",
+                         keep_alive=keep_alive)
     return head if head_only else head + body
 
 

@@ -135,7 +135,11 @@ def match_path(routes: HostRoutes, path: str) -> Route | None:
 def match_route(table: RouteTable, host: str, path: str) -> Route | None:
     """The route for a request, or None for 404. `host` is the raw Host header; `path` the
     request target without its query string."""
-    host = normalize_host(host)
+    return match_normalized(table, normalize_host(host), path)
+
+
+def match_normalized(table: RouteTable, host: str, path: str) -> Route | None:
+    """match_route for a host already normalized (the proxy caches normalized hosts)."""
     routes = find_host(table, host) if host else None
     if routes is not None:
         route = match_path(routes, path)

@@ -13,12 +13,14 @@ pooled keep-alive connection the backend had closed, for idempotent requests wit
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from dataclasses import dataclass
 
 from meshnet.ingress import http1
-from meshnet.ingress.match import Route, RouteTable, match_route, normalize_host, split_target
+from meshnet.ingress.match import Route, RouteTable, match_normalized, normalize_host, \
+    split_target
 from meshnet.ingress.upstream import UpstreamConnection, UpstreamPool
 from meshnet.metrics import Registry
 
@@ -35,6 +37,9 @@ class ServerSettings:
     # nginx: large_client_header_buffers 4 8k -> a 32 KiB head; client_header_timeout 60s;
     # keepalive_timeout 75s; client_body_timeout 60s.
     max_header_bytes: int = 32 * 1024
+    # Peers whose X-Forwarded-* headers are kept (ingress-nginx: use-forwarded-headers with
+    # proxy-real-ip-cidr); everyone else's are replaced. CIDR strings.
+    trusted_proxies: tuple[str, ...] = ()
     header_timeout_s: float = 60.0
     keepalive_timeout_s: float = 75.0
     body_timeout_s: float = 60.0
@@ -47,8 +52,11 @@ class Proxy:
         self.settings = settings
         self.table: RouteTable | None = None  # None until the first sync: answer 503
         self.pool = UpstreamPool()
+        self._trusted = tuple(ipaddress.ip_network(c, strict=False)
+                              for c in settings.trusted_proxies)
         self.connections: set = set()
         self._rr: dict[tuple, int] = {}
+        self._hosts: dict[bytes, str] = {}
         metrics = metrics or Registry()
         self.requests = metrics.counter(
             "meshnet_ingress_requests_total", "Requests answered, by Ingress, host and status.",
@@ -62,6 +70,24 @@ class Proxy:
 
     def __repr__(self) -> str:
         return f"<Proxy table={self.table!r} connections={len(self.connections)} {self.pool!r}>"
+
+    def normal_host(self, raw: bytes) -> str:
+        """normalize_host of a Host header, cached: a handful of names repeat endlessly."""
+        host = self._hosts.get(raw)
+        if host is None:
+            if len(self._hosts) > 10_000:
+                self._hosts.clear()
+            host = self._hosts[raw] = normalize_host(raw.decode("latin-1"))
+        return host
+
+    def is_trusted(self, addr: str) -> bool:
+        if not self._trusted:
+            return False
+        try:
+            ip = ipaddress.ip_address(addr)
+        except ValueError:
+            return False
+        return any(ip in net for net in self._trusted)
 
     def pick(self, route: Route) -> tuple[tuple[str, int], ...]:
         """The endpoints in the order to try them: round robin per endpoint set."""
@@ -78,13 +104,21 @@ class Proxy:
 
 
 class Exchange:
-    def __init__(self, client, method: bytes, target: bytes, headers: list, version: str,
-                 keep_alive: bool, upgrade: bytes | None, framing: str, content_length: int):
+    __slots__ = ("client", "proxy", "method", "target", "special", "rest", "version",
+                 "keep_alive", "upgrade", "framing", "content_length", "request_done",
+                 "body_sent", "route", "upstream", "response_started", "response_framing",
+                 "client_framing", "status", "finished", "gone", "retried", "_buffer",
+                 "_buffered", "_t0", "_host")
+
+    def __init__(self, client, method: bytes, target: bytes, special: dict, rest: list,
+                 version: str, keep_alive: bool, upgrade: bytes | None, framing: str,
+                 content_length: int):
         self.client = client
         self.proxy: Proxy = client.proxy
         self.method = method
         self.target = target
-        self.headers = headers
+        self.special = special  # the request headers the proxy handles, by lowercase name
+        self.rest = rest  # the others, forwarded unchanged
         self.version = version
         self.keep_alive = keep_alive
         self.upgrade = upgrade
@@ -113,28 +147,42 @@ class Exchange:
     # -- start: route and connect --------------------------------------------------------------
 
     def start(self) -> None:
-        asyncio.get_running_loop().create_task(self._run())
-
-    async def _run(self) -> None:
+        """Route, then take a pooled connection and send the head at once -- no task, no
+        coroutine on the hot path. Answers made here (404, 308, 503, ...) are written on the
+        next loop turn: start() runs inside the parser's callback, before the request's end
+        has been parsed, and the keep-alive decision needs that end."""
         proxy = self.proxy
         table = proxy.table
         if table is None:
-            return self.reply_error(503)
-        raw_host = http1.header_value(self.headers, b"host") or b""
-        self._host = normalize_host(raw_host.decode("latin-1"))
-        path, _ = split_target(self.target.decode("latin-1"))
-        route = self.route = match_route(table, self._host, path)
+            return self._reply_soon(503)
+        host = self._host = proxy.normal_host(self.special.get(b"host") or b"")
+        target = self.target
+        if target[:1] == b"/":  # origin-form, nearly every request
+            q = target.find(b"?")
+            path = (target if q < 0 else target[:q]).decode("latin-1")
+        else:
+            path = split_target(target.decode("latin-1"))[0]
+        route = self.route = match_normalized(table, host, path)
         if route is None:
-            return self.reply_error(404)
+            return self._reply_soon(404)
         if route.ssl_redirect and self.client.scheme == "http":
             location = http1.https_location(self._host, self.target, proxy.settings.https_port)
-            return self.reply(308, http1.redirect(location, keep_alive=self.keep_alive,
-                                                  head_only=self.method == b"HEAD"))
+            data = http1.redirect(location, keep_alive=self.keep_alive,
+                                  head_only=self.method == b"HEAD")
+            asyncio.get_running_loop().call_soon(self.reply, 308, data)
+            return
         if route.max_body_bytes and self.content_length > route.max_body_bytes:
-            return self.reply_error(413)
+            return self._reply_soon(413)
         if not route.endpoints:
-            return self.reply_error(503)
-        await self._connect(proxy.pick(route)[:MAX_CONNECT_TRIES])
+            return self._reply_soon(503)
+        addrs = proxy.pick(route)
+        conn = proxy.pool.take_idle(addrs[0])
+        if conn is not None:
+            return self._attach(conn)
+        asyncio.get_running_loop().create_task(self._connect(addrs[:MAX_CONNECT_TRIES]))
+
+    def _reply_soon(self, status: int) -> None:
+        asyncio.get_running_loop().call_soon(self.reply_error, status)
 
     async def _connect(self, addrs) -> None:
         for addr in addrs:
@@ -154,12 +202,24 @@ class Exchange:
 
     def _attach(self, conn: UpstreamConnection) -> None:
         self.upstream = conn
-        conn.start(self, self.method == b"HEAD", self.route.read_timeout_s)
-        body = "length" if self.framing == "length" else self.framing
+        conn.start(self, self.method == b"HEAD", self.route.read_timeout_s,
+                   self.route.send_timeout_s)
+        special = self.special
+        host = special.get(b"host")
+        client = self.client
+        ip, scheme, port = client.forwarded
+        if client.trusted:  # a proxy in front of us: its X-Forwarded-* are the truth
+            xff, real_ip = http1.forwarded_for(special.get(b"x-forwarded-for"),
+                                               client.client_ip, self.proxy.is_trusted)
+            forwarded = (xff, real_ip, special.get(b"x-forwarded-proto") or scheme,
+                         special.get(b"x-forwarded-host") or host or b"",
+                         special.get(b"x-forwarded-port") or port)
+        else:
+            forwarded = (ip, ip, scheme, host or b"", port)
         head = http1.upstream_request_head(
-            self.method, self.target, self.headers, client_ip=self.client.client_ip,
-            scheme=self.client.scheme, port=self.client.local_port, body=body,
-            upgrade=self.upgrade)
+            self.method, self.target, self.rest, host=host,
+            content_length=special.get(b"content-length") if self.framing == "length" else None,
+            chunked=self.framing == "chunked", upgrade=self.upgrade, forwarded=forwarded)
         conn.write(head + b"".join(self._buffer) if self._buffer else head)
         self._buffer, self._buffered = [], 0
         self.client.resume_reading("buffer")
@@ -198,11 +258,12 @@ class Exchange:
                          upstream_keep_alive: bool) -> None:
         self.status = status
         self.response_started = True
+        special, rest = http1.split_headers(headers, http1.RESPONSE_SPECIAL)
         if self.method == b"HEAD" or status in (204, 304) or 100 <= status < 200:
             framing = "none"
-        elif http1.header_value(headers, b"transfer-encoding") is not None:
+        elif b"transfer-encoding" in special:
             framing = "chunked"
-        elif http1.header_value(headers, b"content-length") is not None:
+        elif b"content-length" in special:
             framing = "length"
         else:
             framing = "close"
@@ -212,8 +273,8 @@ class Exchange:
         self.client_framing = framing
         if framing == "close":
             self.keep_alive = False
-        upgrade = http1.header_value(headers, b"upgrade") if status == 101 else None
-        self.client.write(http1.response_head(status, reason, headers, framing=framing,
+        upgrade = special.get(b"upgrade") if status == 101 else None
+        self.client.write(http1.response_head(status, reason, rest, special, framing=framing,
                                               keep_alive=self.keep_alive, upgrade=upgrade))
 
     def on_response_body(self, data: bytes) -> None:

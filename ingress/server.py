@@ -18,6 +18,13 @@ connect), then streams: request body chunks go straight into the backend's trans
 chunks straight into the client's, and each side's pause_writing pauses reading on the other.
 Until a backend is attached, body chunks are buffered up to `BUFFER_HIGH_WATER_BYTES`.
 An `Upgrade` request whose backend answers 101 turns both connections into a byte tunnel.
+
+Timers are lazy (arming and cancelling a timer per request cost more than parsing it): the
+idle and body timers are armed once and, when they fire, compare the time of the last
+activity with the timeout and re-arm for the rest. The header timer is armed only when a read
+ends in the middle of a request head -- never for the common head that arrives in one read.
+Writes to the client made while a backend's read is being handled are corked into one write
+(`cork`/`uncork`).
 """
 
 from __future__ import annotations
@@ -30,10 +37,12 @@ import socket
 import httptools
 
 from meshnet.ingress import http1
-from meshnet.ingress.match import normalize_host, split_target
 from meshnet.ingress.proxy import Exchange
 
 log = logging.getLogger("meshnet.ingress.server")
+
+# nginx lingering_timeout: how long input is still read (and discarded) after a rejection.
+LINGER_S = 5.0
 
 
 class ClientConnection(asyncio.Protocol):
@@ -44,6 +53,8 @@ class ClientConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.client_ip = ""
         self.local_port = 0
+        self.trusted = False  # the peer is a trusted proxy (its X-Forwarded-* are kept)
+        self.forwarded: tuple[bytes, bytes, bytes] = (b"", b"", b"")
         self.parser = httptools.HttpRequestParser(self)
         self.current: Exchange | None = None
         self.parsing: Exchange | None = None
@@ -56,9 +67,15 @@ class ClientConnection(asyncio.Protocol):
         self._head_bytes = 0
         self._reject = 0
         self._upgrade_rest = b""
+        self._loop = asyncio.get_running_loop()
+        self._cork: list[bytes] | None = None
+        self._in_head = False  # between on_message_begin and on_headers_complete
+        self._lingering = False  # rejected: discarding input until the close
         self._header_timer: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._idle_since = 0.0
         self._body_timer: asyncio.TimerHandle | None = None
+        self._body_activity = 0.0
 
     def __repr__(self) -> str:
         state = "tunnel" if self.tunnel else ("busy" if self.current else "idle")
@@ -71,6 +88,10 @@ class ClientConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername") or ("", 0)
         self.client_ip = peer[0]
         self.local_port = (transport.get_extra_info("sockname") or ("", 0))[1]
+        self.trusted = self.proxy.is_trusted(self.client_ip)
+        # The X-Forwarded-* values of this connection, encoded once.
+        self.forwarded = (self.client_ip.encode(), self.scheme.encode(),
+                          str(self.local_port).encode())
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -84,10 +105,10 @@ class ClientConnection(asyncio.Protocol):
         if self.tunnel is not None:
             self.tunnel.write(data)
             return
+        if self._lingering:
+            return  # after a rejected request: read and thrown away until the close
         if self._body_timer is not None:
-            self._body_timer.cancel()
-            self._body_timer = self._call_later(self.settings.body_timeout_s,
-                                                self._body_timed_out)
+            self._body_activity = self._loop.time()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -98,6 +119,11 @@ class ClientConnection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             log.info("%s: bad request: %s", self.client_ip, exc)
             self.reject(400)
+        else:
+            if self._in_head and self._header_timer is None:
+                # A head split across reads: from now it must complete within the timeout.
+                self._header_timer = self._call_later(self.settings.header_timeout_s,
+                                                      self._header_timed_out)
 
     def connection_lost(self, exc):
         self.closed = True
@@ -127,39 +153,44 @@ class ClientConnection(asyncio.Protocol):
 
     def on_message_begin(self):
         self._url, self._headers, self._head_bytes = b"", [], 0
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
-        if self._header_timer is None:
-            self._header_timer = self._call_later(self.settings.header_timeout_s,
-                                                  self._header_timed_out)
+        self._in_head = True
 
     def on_url(self, url: bytes):
         self._url += url
-        self._count_head(len(url))
+        self._head_bytes += len(url)
+        if self._head_bytes > self.settings.max_header_bytes:
+            self._reject = 431
+            raise ValueError("request head too large")
 
     def on_header(self, name: bytes, value: bytes):
         self._headers.append((name, value))
-        self._count_head(len(name) + len(value) + 4)
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > self.settings.max_header_bytes:
+            self._reject = 431
+            raise ValueError("request head too large")
 
     def on_headers_complete(self):
+        self._in_head = False
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
         p = self.parser
-        te = http1.header_value(self._headers, b"transfer-encoding")
-        cl = http1.header_value(self._headers, b"content-length")
-        framing = "chunked" if te is not None else ("length" if cl is not None else "")
-        upgrade = http1.header_value(self._headers, b"upgrade") if p.should_upgrade() else None
-        ex = Exchange(self, p.get_method(), self._url, self._headers, p.get_http_version(),
+        special, rest = http1.split_headers(self._headers, http1.REQUEST_SPECIAL)
+        cl = special.get(b"content-length")
+        framing = "chunked" if b"transfer-encoding" in special else \
+            ("length" if cl is not None else "")
+        upgrade = special.get(b"upgrade") if p.should_upgrade() else None
+        ex = Exchange(self, p.get_method(), self._url, special, rest, p.get_http_version(),
                       p.should_keep_alive(), upgrade, framing, int(cl) if cl else 0)
-        expect = http1.header_value(self._headers, b"expect")
+        expect = special.get(b"expect")
         if expect is not None and expect.lower() == b"100-continue" and self.current is None:
             # Answered here (as nginx does) so the body starts flowing while the backend is
             # chosen; the Expect header is not forwarded.
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         self.parsing = ex
         if framing:
+            self._body_activity = self._loop.time()
+        if framing and self._body_timer is None:
             self._body_timer = self._call_later(self.settings.body_timeout_s,
                                                 self._body_timed_out)
         if self.current is None:
@@ -184,8 +215,28 @@ class ClientConnection(asyncio.Protocol):
     # -- used by exchanges ------------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
-        if not self.closed:
+        if self._cork is not None:
+            self._cork.append(data)
+        elif not self.closed:
             self.transport.write(data)
+
+    def cork(self) -> None:
+        """Collect writes until uncork(): one send() for a whole response that came in one
+        read from the backend."""
+        if self._cork is None:
+            self._cork = []
+
+    def uncork(self) -> None:
+        pending, self._cork = self._cork, None
+        if pending and not self.closed and not self.transport.is_closing():
+            if len(pending) == 1:
+                self.transport.write(pending[0])
+            else:
+                self.transport.writelines(pending)  # one writev, no join copy
+
+    def close(self) -> None:
+        self.uncork()
+        self.transport.close()
 
     def pause_reading(self, reason: str) -> None:
         if not self._paused and not self.closed:
@@ -202,10 +253,13 @@ class ClientConnection(asyncio.Protocol):
         if ex is not self.current or self.closed:
             return
         self.current = None
-        if not keep_alive or not ex.request_done:
-            # A body still arriving (say a 404 to a large POST) is not read just to be thrown
-            # away: closing is cheaper and leaves no doubt where the next request starts.
-            self.transport.close()
+        if not ex.request_done:
+            # A body still arriving (say a 404 to a large POST) is not passed on: discard
+            # what is in flight and close, which leaves no doubt where a next request starts.
+            self._linger()
+            return
+        if not keep_alive:
+            self.close()
             return
         if self.queue:
             self.current = self.queue.popleft()
@@ -213,8 +267,10 @@ class ClientConnection(asyncio.Protocol):
                 self.resume_reading("pipeline")
             self.current.start()
         else:
-            self._idle_timer = self._call_later(self.settings.keepalive_timeout_s,
-                                                self._idle_timed_out)
+            self._idle_since = self._loop.time()
+            if self._idle_timer is None:
+                self._idle_timer = self._call_later(self.settings.keepalive_timeout_s,
+                                                    self._idle_timed_out)
 
     def become_tunnel(self, upstream_transport: asyncio.Transport) -> None:
         self.tunnel = upstream_transport
@@ -227,48 +283,74 @@ class ClientConnection(asyncio.Protocol):
             self._upgrade_rest = b""
         self.resume_reading("upgrade")
 
-    def reject(self, status: int) -> None:
+    def reject(self, status: int, linger: bool = True) -> None:
         """Answer an error the request itself caused and close: after a framing error the
-        connection's byte stream can no longer be trusted."""
-        if self.closed:
+        connection's byte stream can no longer be trusted.
+
+        linger: the client may still be sending (a 100 KB head refused at 32 KiB); closing
+        with unread bytes makes the kernel send RST, which can destroy the answer before the
+        client reads it. So, as nginx's lingering_close: send FIN, then read and discard
+        until the client closes or LINGER_S passes. Not for timeouts: a client too slow to
+        send a head gets no more of our time."""
+        if self.closed or self._lingering:
             return
         self.proxy.count_rejected(status)
         if self.current is None or not self.current.response_started:
-            self.transport.write(http1.error_page(status, keep_alive=False))
-        self.transport.close()
+            self.write(http1.error_page(status, keep_alive=False))
+        if linger:
+            self._linger()
+        else:
+            self.close()
+
+    def _linger(self) -> None:
+        """Close, but read and discard the client's input first (see reject)."""
+        if self._lingering or self.closed:
+            return
+        if not self.transport.can_write_eof():  # TLS: no half-close
+            return self.close()
+        self.uncork()
+        self._lingering = True
+        self.transport.write_eof()
+        self._paused.clear()
+        self.transport.resume_reading()
+        self._call_later(LINGER_S, self.transport.close)
+
+    def eof_received(self):
+        return False  # the client is done sending: close (also ends a lingering close)
 
     # -- internals --------------------------------------------------------------------------------
 
-    def _count_head(self, n: int) -> None:
-        self._head_bytes += n
-        if self._head_bytes > self.settings.max_header_bytes:
-            self._reject = 431
-            raise ValueError("request head too large")
 
     def _call_later(self, delay: float, callback) -> asyncio.TimerHandle:
-        return asyncio.get_running_loop().call_later(delay, callback)
+        return self._loop.call_later(delay, callback)
 
     def _header_timed_out(self) -> None:
         self._header_timer = None
         if self.current is None and not self.closed:
-            self.reject(408)
+            self.reject(408, linger=False)
 
     def _idle_timed_out(self) -> None:
         self._idle_timer = None
-        if self.current is None and not self.closed:
+        if self.closed or self.tunnel is not None or self.current is not None or self._in_head:
+            return  # busy: exchange_finished arms it again
+        left = self._idle_since + self.settings.keepalive_timeout_s - self._loop.time()
+        if left > 0:
+            self._idle_timer = self._call_later(left, self._idle_timed_out)
+        else:
             self.transport.close()
 
     def _body_timed_out(self) -> None:
         self._body_timer = None
-        self.reject(408)
-
-
-def request_host(headers: list[tuple[bytes, bytes]]) -> str:
-    return normalize_host((http1.header_value(headers, b"host") or b"").decode("latin-1"))
-
-
-def request_path(target: bytes) -> str:
-    return split_target(target.decode("latin-1"))[0]
+        if self.closed or self.parsing is None:
+            return  # the body ended
+        now = self._loop.time()
+        if self._paused:  # we stopped reading (backpressure): the client is not slow
+            self._body_activity = now
+        left = self._body_activity + self.settings.body_timeout_s - now
+        if left > 0:
+            self._body_timer = self._call_later(left, self._body_timed_out)
+        else:
+            self.reject(408, linger=False)
 
 
 async def start_listener(proxy, host: str, port: int, ssl_context=None) -> asyncio.Server:

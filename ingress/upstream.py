@@ -11,8 +11,14 @@ from the client).
 
 A connection goes back to the pool only when the response ended cleanly, the request body was
 fully sent and the backend did not ask to close; otherwise it is closed. Idle pooled
-connections are closed after `IDLE_TIMEOUT_S` (below the 75 s keep-alive nginx and most
-servers use, so the proxy closes first and never reuses a connection the backend is closing).
+connections are never reused after `IDLE_TIMEOUT_S` (below the 75 s keep-alive nginx and most
+servers use, so the proxy never reuses a connection the backend is closing); one pool-wide
+sweep closes them.
+
+Timers are lazy, because a timer armed and cancelled per request costs more than the
+request's parsing: the read timer is armed once and, when it fires, compares the time of the
+last byte from the backend with the timeout and re-arms itself for the rest; it is re-armed
+early only when an exchange needs a shorter timeout than the one pending.
 """
 
 from __future__ import annotations
@@ -44,9 +50,13 @@ class UpstreamConnection(asyncio.Protocol):
         self.reused = 0  # exchanges carried before the current one
         self.head_only = False  # a HEAD request: the response has no body whatever it says
         self.tunnel: asyncio.Transport | None = None
-        self._idle_timer: asyncio.TimerHandle | None = None
+        self.parked_at = 0.0  # loop time it went idle in the pool
+        self._loop = asyncio.get_running_loop()
         self._read_timer: asyncio.TimerHandle | None = None
         self._read_timeout_s = 60.0
+        self._send_timeout_s = 60.0
+        self._send_timer: asyncio.TimerHandle | None = None
+        self._last_read = 0.0  # loop time of the last byte from the backend (or the start)
         self._headers: list[tuple[bytes, bytes]] = []
         self._reason = b""
         self._got_response = False
@@ -67,10 +77,15 @@ class UpstreamConnection(asyncio.Protocol):
         if self.tunnel is not None:
             self.tunnel.write(data)
             return
-        if self.exchange is None:  # bytes on an idle connection: the backend is confused
+        ex = self.exchange
+        if ex is None:  # bytes on an idle connection: the backend is confused
             self.transport.close()
             return
-        self._arm_read_timer()
+        self._last_read = self._loop.time()
+        # Everything this read produces for the client (head, body, last chunk) leaves in
+        # one write: a send() per piece was the largest cost per request.
+        client = ex.client
+        client.cork()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -78,6 +93,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.exchange.on_response_upgraded(self, data[offset:])
         except httptools.HttpParserError as exc:
             self._fail(f"bad response from backend {self.addr[0]}:{self.addr[1]}: {exc}")
+        finally:
+            client.uncork()
 
     def connection_lost(self, exc):
         self.closed = True
@@ -97,10 +114,18 @@ class UpstreamConnection(asyncio.Protocol):
                                   before_response=not self._got_response)
 
     def pause_writing(self):
+        # proxy-send-timeout, as nginx's proxy_send_timeout: the time allowed between two
+        # successful writes to the backend, so it runs only while the backend is not reading.
         if self.exchange is not None:
             self.exchange.client.pause_reading("upstream")
+            if self._send_timer is None:
+                self._send_timer = self._loop.call_later(self._send_timeout_s,
+                                                         self._send_timed_out)
 
     def resume_writing(self):
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
         if self.exchange is not None:
             self.exchange.client.resume_reading("upstream")
 
@@ -140,15 +165,19 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- used by the exchange --------------------------------------------------------------------
 
-    def start(self, exchange, head_only: bool, read_timeout_s: float) -> None:
+    def start(self, exchange, head_only: bool, read_timeout_s: float,
+              send_timeout_s: float = 60.0) -> None:
         self.exchange = exchange
         self.head_only = head_only
         self._got_response = False
         self._read_timeout_s = read_timeout_s
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
-        self._arm_read_timer()
+        self._send_timeout_s = send_timeout_s
+        self._last_read = now = self._loop.time()
+        timer = self._read_timer
+        if timer is None or timer.when() > now + read_timeout_s:
+            if timer is not None:
+                timer.cancel()
+            self._read_timer = self._loop.call_later(read_timeout_s, self._check_read)
 
     def write(self, data: bytes) -> None:
         self.transport.write(data)
@@ -166,25 +195,22 @@ class UpstreamConnection(asyncio.Protocol):
     # -- internals ---------------------------------------------------------------------------------
 
     def _end_response(self) -> None:
-        ex, self.exchange = self.exchange, None
-        if self._read_timer is not None:
-            self._read_timer.cancel()
-            self._read_timer = None
+        ex, self.exchange = self.exchange, None  # the read timer finds no exchange and stops
         if ex is not None:
             ex.on_response_end(self, reusable=self.parser.should_keep_alive()
                                if not self.head_only else True)
 
-    def _arm_read_timer(self) -> None:
-        if self._read_timer is not None:
-            self._read_timer.cancel()
-        loop = asyncio.get_running_loop()
-        self._read_timer = loop.call_later(self._read_timeout_s, self._read_timed_out)
-
-    def _read_timed_out(self) -> None:
+    def _check_read(self) -> None:
         self._read_timer = None
         ex = self.exchange
-        if ex is not None and not ex.request_done:
-            self._arm_read_timer()  # still sending the request body: not a read timeout
+        if ex is None or self.closed:
+            return  # idle: start() arms it again
+        now = self._loop.time()
+        if not ex.request_done:  # still sending the request body: not a read timeout
+            self._last_read = now
+        left = self._last_read + self._read_timeout_s - now
+        if left > 0:
+            self._read_timer = self._loop.call_later(left, self._check_read)
             return
         self._fail(f"backend {self.addr[0]}:{self.addr[1]} sent nothing for "
                    f"{self._read_timeout_s:g}s", timeout=True)
@@ -197,17 +223,22 @@ class UpstreamConnection(asyncio.Protocol):
             ex.on_upstream_failed(self, message, before_response=not self._got_response,
                                   timeout=timeout)
 
+    def _send_timed_out(self) -> None:
+        self._send_timer = None
+        if self.exchange is not None and not self.closed:
+            self._fail(f"backend {self.addr[0]}:{self.addr[1]} accepted no request bytes for "
+                       f"{self._send_timeout_s:g}s", timeout=True)
+
     def _cancel_timers(self) -> None:
-        for timer in (self._idle_timer, self._read_timer):
+        for timer in (self._read_timer, self._send_timer):
             if timer is not None:
                 timer.cancel()
-        self._idle_timer = self._read_timer = None
+        self._read_timer = self._send_timer = None
 
     def park(self) -> None:
-        """Idle in the pool: close after IDLE_TIMEOUT_S unless reused."""
+        """Idle in the pool: not reused after IDLE_TIMEOUT_S (see UpstreamPool.sweep)."""
         self.reused += 1
-        loop = asyncio.get_running_loop()
-        self._idle_timer = loop.call_later(IDLE_TIMEOUT_S, self.transport.close)
+        self.parked_at = self._loop.time()
 
 
 class UpstreamPool:
@@ -216,18 +247,34 @@ class UpstreamPool:
     def __init__(self):
         self.idle: dict[tuple[str, int], list[UpstreamConnection]] = {}
         self.connects = 0
+        self._sweeper: asyncio.TimerHandle | None = None
 
     def __repr__(self) -> str:
         return (f"<UpstreamPool backends={len(self.idle)} "
                 f"idle={sum(len(v) for v in self.idle.values())} connects={self.connects}>")
 
-    async def acquire(self, addr: tuple[str, int], connect_timeout_s: float
-                      ) -> UpstreamConnection:
+    def take_idle(self, addr: tuple[str, int]) -> UpstreamConnection | None:
+        """The warmest idle connection to addr, or None. Connections idle longer than
+        IDLE_TIMEOUT_S are closed here rather than by a timer per parked connection."""
         idle = self.idle.get(addr)
+        if not idle:
+            return None
+        too_old = asyncio.get_running_loop().time() - IDLE_TIMEOUT_S
         while idle:
             conn = idle.pop()
-            if not conn.closed and not conn.transport.is_closing():
-                return conn
+            if conn.closed or conn.transport.is_closing():
+                continue
+            if conn.parked_at < too_old:
+                conn.transport.close()
+                continue
+            return conn
+        return None
+
+    async def acquire(self, addr: tuple[str, int], connect_timeout_s: float
+                      ) -> UpstreamConnection:
+        conn = self.take_idle(addr)
+        if conn is not None:
+            return conn
         loop = asyncio.get_running_loop()
         self.connects += 1
         _, conn = await asyncio.wait_for(
@@ -242,6 +289,23 @@ class UpstreamPool:
             return
         conn.park()
         idle.append(conn)
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().call_later(IDLE_TIMEOUT_S / 2,
+                                                                  self.sweep)
+
+    def sweep(self) -> None:
+        """Close connections idle longer than IDLE_TIMEOUT_S; runs while any are parked."""
+        self._sweeper = None
+        too_old = asyncio.get_running_loop().time() - IDLE_TIMEOUT_S
+        for addr, conns in list(self.idle.items()):
+            for conn in [c for c in conns if c.parked_at < too_old]:
+                conns.remove(conn)
+                conn.transport.close()
+            if not conns:
+                del self.idle[addr]
+        if self.idle:
+            self._sweeper = asyncio.get_running_loop().call_later(IDLE_TIMEOUT_S / 2,
+                                                                  self.sweep)
 
     def forget(self, conn: UpstreamConnection) -> None:
         idle = self.idle.get(conn.addr)
@@ -249,6 +313,9 @@ class UpstreamPool:
             idle.remove(conn)
 
     def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for conns in self.idle.values():
             for conn in conns:
                 conn.transport.close()

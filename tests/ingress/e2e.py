@@ -164,3 +164,37 @@ def env_without_proxy() -> dict:
     for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
         env.pop(k, None)
     return env
+
+
+# wrk's own summary as one JSON line (its text output changes between versions; the Lua
+# `done` hook does not). errors.status counts responses with a status above 399.
+WRK_REPORT_LUA = """
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('WRK_JSON {"requests": %d, "duration_us": %d, "connect": %d, '
+    .. '"read": %d, "write": %d, "status": %d, "timeout": %d, "p50_us": %d, "p99_us": %d}\\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def start_wrk(url: str, host: str, script: Path, *, seconds: float, connections: int = 8,
+              threads: int = 2, headers: list[str] = ()) -> subprocess.Popen:
+    """wrk in the background (collect with `wrk_result`); `script` is where the report hook
+    is written."""
+    script.write_text(WRK_REPORT_LUA)
+    args = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s",
+            "--timeout", "10s", "-s", str(script), "-H", f"Host: {host}"]
+    for h in headers:
+        args += ["-H", h]
+    return subprocess.Popen([*args, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env_without_proxy())
+
+
+def wrk_result(proc: subprocess.Popen, timeout: float = 60) -> dict:
+    out, err = proc.communicate(timeout=timeout)
+    for line in out.decode().splitlines():
+        if line.startswith("WRK_JSON "):
+            return json.loads(line[len("WRK_JSON "):])
+    raise AssertionError(f"wrk printed no report (exit {proc.returncode}): {out!r} {err!r}")

@@ -246,3 +246,54 @@ async def test_body_size_annotation_is_413(h):
                      annotations={"meshnet.io/proxy-body-size": "1k"})])
     out = await raw(h.port, b"POST / HTTP/1.1\r\nHost: a.com\r\nContent-Length: 2000\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 413 ")
+
+
+async def test_backend_not_reading_the_body_is_504_after_the_send_timeout():
+    """proxy-send-timeout: a backend that accepts the connection but never reads."""
+    stalled = []
+
+    class Stall(asyncio.Protocol):
+        def connection_made(self, transport):
+            transport.pause_reading()  # its receive buffer fills; the proxy's writes stall
+            stalled.append(transport)
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Stall, "127.0.0.12", 0)
+    h = await Harness().start(1)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        h.proxy.table = compile_routes(*views(
+            [ingress("web", {"a.com": [path("/", "stall")]},
+                     annotations={"meshnet.io/proxy-send-timeout": "300ms"})],
+            [service("stall", {"http": 80})], [endpoints("stall", ["127.0.0.12"],
+                                                         {"http": port})]))[0]
+        size = 256 << 20
+        reader, writer = await asyncio.open_connection(PROXY_HOST, h.port)
+        writer.write(b"POST / HTTP/1.1\r\nHost: a.com\r\nContent-Length: %d\r\n\r\n" % size)
+        writer.write(b"\0" * (16 << 20))  # enough to fill every buffer on the way
+        t0 = loop.time()
+        out = await asyncio.wait_for(reader.read(-1), 10)
+        writer.close()
+        assert out.startswith(b"HTTP/1.1 504 Gateway Timeout"), out[:100]
+        assert loop.time() - t0 < 5
+        assert h.proxy.upstream_failures.get("timeout") == 1
+    finally:
+        await h.stop()
+        server.close()
+        for t in stalled:
+            t.abort()
+
+
+async def test_trusted_proxy_forwarded_headers_are_kept_and_extended():
+    h = await Harness(ServerSettings(trusted_proxies=("127.0.0.0/8",))).start(1)
+    try:
+        h.route([ingress("web", {"a.com": [path("/", "web")]})])
+        out = await raw(h.port, get("/", extra=b"X-Forwarded-For: 203.0.113.9, 10.0.0.1\r\n"
+                                    b"X-Forwarded-Proto: https\r\nX-Forwarded-Port: 443\r\n"
+                                    b"Connection: close\r\n\r\n"))
+        hdr = {k.lower(): v for k, v in body_json(out)["headers"].items()}
+        assert (hdr["x-forwarded-for"], hdr["x-real-ip"], hdr["x-forwarded-proto"],
+                hdr["x-forwarded-port"]) == \
+            ("203.0.113.9, 10.0.0.1, 127.0.0.1", "10.0.0.1", "https", "443")
+    finally:
+        await h.stop()

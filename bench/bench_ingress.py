@@ -1,0 +1,406 @@
+"""Ingress benchmark (not a test): meshnet-ingress against nginx as a reverse proxy.
+
+    .venv/bin/python bench/bench_ingress.py [--seconds 8] [--connections 50] [--profile DIR]
+
+Installs the Debian packages it drives if missing (nginx-light, wrk), then in one run:
+
+- a backend: nginx (one worker) answering every request with a fixed 13-byte 200 from memory
+  (`return 200`), on 127.0.0.41. Both proxies forward to this same process;
+- the reference proxy: nginx, one worker, on 127.0.0.42, `proxy_pass` to an upstream block with
+  `keepalive 64` (HTTP/1.1 pooled upstream connections, as ingress-nginx configures it), the
+  same X-Forwarded-*/X-Real-IP headers meshnet-ingress sets, TLS with the same certificate;
+- meshnet-ingress on 127.0.0.40, following a meshnet-apiserver (Service, Endpoints, Ingress
+  with a TLS section and ssl-redirect off, a kubernetes.io/tls Secret);
+- wrk (one thread) for each of: keep-alive, a new connection per request (`Connection: close`),
+  TLS keep-alive and TLS with a new connection per request; and the backend alone as the
+  ceiling of the setup.
+
+Fairness: each proxy is pinned to CPU 1 (`taskset`), one process/worker each; wrk and the
+backend share CPU 0 (the machine this was written on has two). Both proxies log no access
+lines (nginx `access_log off`, meshnet-ingress `--log-level warning`), and nginx's
+`keepalive_requests` limits (1000 by default, client and upstream side) are raised so that
+neither proxy reconnects mid-run. Each proxy's CPU use during the run is reported: near 100%
+means the proxy was the bottleneck, well below means the load side was.
+
+Results go to stdout and to bench/results/ingress-<date>.md. `--profile DIR` also records
+py-spy profiles (collapsed stacks) of meshnet-ingress for each mode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+RESULTS = Path(__file__).parent / "results"
+sys.path.insert(0, str(Path(__file__).parent.parent))
+
+BACKEND_IP, MESHNET_IP, NGINX_IP = "127.0.0.41", "127.0.0.40", "127.0.0.42"
+HOST = "bench.test"
+BODY = "hello, bench\n"
+PROXY_CPU, LOAD_CPU = "1", "0"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+MODES = [
+    # (name, scheme, extra wrk headers)
+    ("keep-alive", "http", []),
+    ("new connection per request", "http", ["Connection: close"]),
+    ("TLS, keep-alive", "https", []),
+    ("TLS, new connection per request", "https", ["Connection: close"]),
+]
+
+WRK_REPORT_LUA = """
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('WRK_JSON {"requests": %d, "duration_us": %d, "connect": %d, '
+    .. '"read": %d, "write": %d, "status": %d, "timeout": %d, "p50_us": %d, "p99_us": %d}\\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def ensure_packages() -> None:
+    need = [pkg for tool, pkg in (("nginx", "nginx-light"), ("wrk", "wrk"))
+            if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists()]
+    if not need:
+        return
+    if os.geteuid() != 0:
+        raise SystemExit(f"need root to apt-get install {' '.join(need)}")
+    print(f"installing {' '.join(need)}", flush=True)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", *need], check=True, env=env,
+                   stdout=subprocess.DEVNULL)
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_port(host: str, port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((host, port), 0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+def http_get(host: str, port: int) -> bytes:
+    with socket.create_connection((host, port), 2) as s:
+        s.sendall(f"GET / HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode())
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+NGINX_COMMON = """
+worker_processes 1;
+{user}
+error_log {dir}/error.log warn;
+pid {dir}/nginx.pid;
+events {{ worker_connections 16384; }}
+http {{
+  access_log off;
+  client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy;
+  fastcgi_temp_path {dir}/fastcgi; uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;
+  keepalive_requests 100000000;
+{servers}
+}}
+"""
+
+BACKEND_SERVER = """
+  server {{
+    listen {ip}:{port} backlog=4096;
+    location / {{ default_type text/plain; return 200 "{body}"; }}
+  }}
+"""
+
+PROXY_SERVER = """
+  upstream backend {{ server {backend}; keepalive 64; keepalive_requests 100000000; }}
+  server {{
+    listen {ip}:{http_port} backlog=4096;
+    listen {ip}:{https_port} ssl backlog=4096;
+    server_name {host};
+    ssl_certificate {dir}/tls.crt;
+    ssl_certificate_key {dir}/tls.key;
+    location / {{
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_set_header X-Real-IP $remote_addr;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Host $host;
+      proxy_set_header X-Forwarded-Port $server_port;
+    }}
+  }}
+"""
+
+
+class Nginx:
+    def __init__(self, workdir: Path, servers: str, cpu: str):
+        self.dir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        user = "user root root;" if os.geteuid() == 0 else ""
+        conf = workdir / "nginx.conf"
+        conf.write_text(NGINX_COMMON.format(user=user, dir=workdir, servers=servers))
+        self.proc = subprocess.Popen(["taskset", "-c", cpu, "nginx", "-c", str(conf), "-p",
+                                      str(workdir), "-g", "daemon off;"],
+                                     start_new_session=True)
+
+    @property
+    def worker_pid(self) -> int:
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+        return int(children.split()[0])
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+class Meshnet:
+    """meshnet-apiserver (objects) and meshnet-ingress (the proxy)."""
+
+    def __init__(self, workdir: Path, backend_port: int, cert: bytes, key: bytes):
+        self.api = subprocess.Popen(
+            ["taskset", "-c", LOAD_CPU, str(BIN / "meshnet-apiserver"), "--data-dir",
+             str(workdir), "--listen", "127.0.0.1:0", "--log-level", "warning"],
+            stdout=subprocess.PIPE, start_new_session=True)
+        line = self.api.stdout.readline()
+        if b"ready on" not in line:
+            raise SystemExit(f"meshnet-apiserver did not start: {line!r}")
+        kubeconfig = workdir / "admin.kubeconfig"
+        self._apply_objects(kubeconfig, backend_port, cert, key)
+        status_port = free_port(MESHNET_IP)
+        self.log = open(workdir / "ingress.log", "wb")
+        self.proc = subprocess.Popen(
+            ["taskset", "-c", PROXY_CPU, str(BIN / "meshnet-ingress"), "--kubeconfig",
+             str(kubeconfig), "--http-listen", f"{MESHNET_IP}:0", "--https-listen",
+             f"{MESHNET_IP}:0", "--status-listen", f"{MESHNET_IP}:{status_port}",
+             "--default-ssl-certificate", "default/bench-cert", "--log-level", "warning"],
+            stdout=subprocess.PIPE, stderr=self.log, start_new_session=True)
+        line = self.proc.stdout.readline().decode()
+        if "ready on" not in line:
+            raise SystemExit(f"meshnet-ingress did not start: {line!r}")
+        http, https = line.split("ready on ")[1].split()
+        self.http_port = int(http.rsplit(":", 1)[1])
+        self.https_port = int(https.rsplit(":", 1)[1])
+        deadline = time.monotonic() + 15
+        while not http_get(MESHNET_IP, self.http_port).startswith(b"HTTP/1.1 200"):
+            if time.monotonic() > deadline:
+                raise SystemExit("meshnet-ingress never routed bench.test")
+            time.sleep(0.1)
+
+    @staticmethod
+    def _apply_objects(kubeconfig: Path, backend_port: int, cert: bytes, key: bytes) -> None:
+        from meshnet.api.resources import lookup
+        from meshnet.client.kubeconfig import Kubeconfig
+        from meshnet.client.rest import RestClient
+
+        client = RestClient(Kubeconfig.load(str(kubeconfig)).connection(None))
+        meta = {"name": "bench", "namespace": "default"}
+        client.create(lookup("Secret"), {
+            "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+            "metadata": {"name": "bench-cert", "namespace": "default"},
+            "data": {"tls.crt": base64.b64encode(cert).decode(),
+                     "tls.key": base64.b64encode(key).decode()}}, "default")
+        client.create(lookup("Service"), {
+            "apiVersion": "v1", "kind": "Service", "metadata": meta,
+            "spec": {"ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}}, "default")
+        client.create(lookup("Endpoints"), {
+            "apiVersion": "v1", "kind": "Endpoints", "metadata": meta,
+            "subsets": [{"addresses": [{"ip": BACKEND_IP}],
+                         "ports": [{"name": "http", "port": backend_port,
+                                    "protocol": "TCP"}]}]}, "default")
+        client.create(lookup("Ingress"), {
+            "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {**meta, "annotations": {"meshnet.io/ssl-redirect": "false"}},
+            "spec": {"ingressClassName": "meshnet",
+                     "tls": [{"hosts": [HOST], "secretName": "bench-cert"}],
+                     "rules": [{"host": HOST, "http": {"paths": [{
+                         "path": "/", "pathType": "Prefix", "backend": {"service": {
+                             "name": "bench", "port": {"name": "http"}}}}]}}]}}, "default")
+
+    def stop(self) -> None:
+        for proc in (self.proc, self.api):
+            proc.terminate()
+            proc.wait(15)
+        self.log.close()
+
+
+def wrk(url: str, headers: list[str], seconds: float, connections: int, script: Path) -> dict:
+    args = ["taskset", "-c", LOAD_CPU, "wrk", "-t", "1", "-c", str(connections), "-d",
+            f"{max(1, round(seconds))}s", "--timeout", "5s", "-s", str(script), "-H", f"Host: {HOST}"]
+    for h in headers:
+        args += ["-H", h]
+    out = subprocess.run([*args, url], capture_output=True, timeout=seconds + 60).stdout
+    for line in out.decode().splitlines():
+        if line.startswith("WRK_JSON "):
+            r = json.loads(line[len("WRK_JSON "):])
+            r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
+            r["errors"] = r["connect"] + r["read"] + r["write"] + r["timeout"] + r["status"]
+            return r
+    raise SystemExit(f"wrk printed no report: {out!r}")
+
+
+def measure(url: str, headers: list[str], pid: int | None, args, script: Path) -> dict:
+    wrk(url, headers, 1, args.connections, script)  # warm up (pools, caches)
+    c0, t0 = (cpu_seconds(pid) if pid else 0.0), time.monotonic()
+    r = wrk(url, headers, args.seconds, args.connections, script)
+    if pid:
+        r["cpu"] = (cpu_seconds(pid) - c0) / (time.monotonic() - t0)
+    return r
+
+
+def profile(pid: int, url: str, headers: list[str], args, script: Path, out: Path) -> None:
+    spy = subprocess.Popen([str(BIN / "py-spy"), "record", "-p", str(pid), "-d",
+                            str(int(args.seconds)), "-r", "200", "-f", "raw", "-o", str(out)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wrk(url, headers, args.seconds, args.connections, script)
+    spy.wait(args.seconds + 30)
+
+
+def versions() -> str:
+    nginx = subprocess.run(["nginx", "-v"], capture_output=True).stderr.decode().strip()
+    wrk_v = subprocess.run(["wrk", "-v"], capture_output=True).stdout.decode().split("\n")[0]
+    import httptools
+    import uvloop
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.machine())
+    return (f"{cpu}, {os.cpu_count()} CPUs; Linux {platform.release()}; "
+            f"Python {platform.python_version()}, uvloop {uvloop.__version__}, httptools "
+            f"{httptools.__version__}; {nginx}; {wrk_v.strip()}")
+
+
+def median_by(rounds: list[tuple], side: int, key: str) -> dict:
+    ordered = sorted((r[side] for r in rounds), key=lambda r: r[key])
+    return ordered[len(ordered) // 2]
+
+
+def render(rows: list[tuple], args, direct: dict) -> str:
+    lines = [f"# meshnet-ingress vs nginx reverse proxy — {time.strftime('%Y-%m-%d %H:%M')}", "",
+             f"{versions()}", "",
+             f"wrk: 1 thread, {args.connections} connections, {args.seconds:g} s per "
+             f"measurement after a 1 s warm-up. Backend: nginx `return 200` (13-byte body), "
+             f"1 worker; alone it serves {direct['rps']:,.0f} req/s keep-alive "
+             f"(p99 {direct['p99_us'] / 1000:.2f} ms) on this setup. Proxies pinned to CPU "
+             f"{PROXY_CPU}, one worker each; wrk and the backend on CPU {LOAD_CPU}.", "",
+             "| mode | nginx req/s | meshnet req/s | ratio | ratio per CPU-second | "
+             "nginx p99 | meshnet p99 | nginx CPU | meshnet CPU | errors (nginx/meshnet) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for mode, rounds in rows:
+        ng = median_by(rounds, 0, "rps")
+        me = median_by(rounds, 1, "rps")
+        ratio = statistics.median(m["rps"] / n["rps"] for n, m in rounds)
+        per_cpu = statistics.median((m["rps"] / m["cpu"]) / (n["rps"] / n["cpu"])
+                                    for n, m in rounds)
+        errors = (sum(n["errors"] for n, _ in rounds), sum(m["errors"] for _, m in rounds))
+        lines.append(f"| {mode} | {ng['rps']:,.0f} | {me['rps']:,.0f} | **{ratio:.2f}x** | "
+                     f"{per_cpu:.2f}x | {ng['p99_us'] / 1000:.2f} ms | "
+                     f"{me['p99_us'] / 1000:.2f} ms | {ng['cpu']:.0%} | {me['cpu']:.0%} | "
+                     f"{errors[0]}/{errors[1]} |")
+    lines += ["", f"Medians of {args.rounds} alternating rounds (nginx, then meshnet, per round). "
+              "Target: ratio >= 0.5 (issue 5, acceptance 4). CPU is the proxy process's "
+              "user+system time over the run: 100% means the proxy was the bottleneck; below "
+              "that, the load side or other processes on the machine held it back, which is "
+              "why requests per CPU-second are compared too."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--seconds", type=float, default=8.0)
+    p.add_argument("--connections", type=int, default=50)
+    p.add_argument("--rounds", type=int, default=3,
+                   help="alternating nginx/meshnet measurements per mode; medians reported")
+    p.add_argument("--profile", metavar="DIR", help="py-spy profiles of meshnet-ingress")
+    p.add_argument("--modes", default="", help="comma-separated mode numbers (default all)")
+    args = p.parse_args()
+    ensure_packages()
+    from meshnet.ingress.certs import generate_self_signed
+
+    cert, key = generate_self_signed(HOST)
+    modes = [MODES[int(i)] for i in args.modes.split(",")] if args.modes else MODES
+    with tempfile.TemporaryDirectory(prefix="bench-ingress-") as tmp:
+        tmp = Path(tmp)
+        script = tmp / "report.lua"
+        script.write_text(WRK_REPORT_LUA)
+        backend_port = free_port(BACKEND_IP)
+        ng_http, ng_https = free_port(NGINX_IP), free_port(NGINX_IP)
+        started = []
+        try:
+            backend = Nginx(tmp / "backend", BACKEND_SERVER.format(
+                ip=BACKEND_IP, port=backend_port, body=BODY.replace("\n", "\\n")), LOAD_CPU)
+            started.append(backend)
+            wait_port(BACKEND_IP, backend_port)
+            (tmp / "proxy").mkdir()
+            (tmp / "proxy" / "tls.crt").write_bytes(cert)
+            (tmp / "proxy" / "tls.key").write_bytes(key)
+            nginx = Nginx(tmp / "proxy", PROXY_SERVER.format(
+                backend=f"{BACKEND_IP}:{backend_port}", ip=NGINX_IP, http_port=ng_http,
+                https_port=ng_https, host=HOST, dir=tmp / "proxy"), PROXY_CPU)
+            started.append(nginx)
+            wait_port(NGINX_IP, ng_http)
+            meshnet = Meshnet(tmp / "meshnet", backend_port, cert, key)
+            started.append(meshnet)
+            direct = measure(f"http://{BACKEND_IP}:{backend_port}/", [], None, args, script)
+            print(f"backend alone: {direct['rps']:,.0f} req/s", flush=True)
+            rows = []
+            for mode, scheme, headers in modes:
+                port_ng = ng_http if scheme == "http" else ng_https
+                port_me = meshnet.http_port if scheme == "http" else meshnet.https_port
+                rounds = []
+                for _ in range(args.rounds):  # alternated, so drifting load hits both alike
+                    ng = measure(f"{scheme}://{NGINX_IP}:{port_ng}/", headers,
+                                 nginx.worker_pid, args, script)
+                    me = measure(f"{scheme}://{MESHNET_IP}:{port_me}/", headers,
+                                 meshnet.proc.pid, args, script)
+                    print(f"{mode}: nginx {ng['rps']:,.0f} req/s p99 "
+                          f"{ng['p99_us'] / 1000:.2f} ms cpu {ng['cpu']:.0%}; meshnet "
+                          f"{me['rps']:,.0f} req/s p99 {me['p99_us'] / 1000:.2f} ms cpu "
+                          f"{me['cpu']:.0%}; ratio {me['rps'] / ng['rps']:.2f}", flush=True)
+                    rounds.append((ng, me))
+                rows.append((mode, rounds))
+                if args.profile:
+                    out = Path(args.profile)
+                    out.mkdir(parents=True, exist_ok=True)
+                    profile(meshnet.proc.pid, f"{scheme}://{MESHNET_IP}:{port_me}/", headers,
+                            args, script, out / f"{mode.replace(' ', '_').replace(',', '')}.txt")
+        finally:
+            for s in reversed(started):
+                s.stop()
+    report = render(rows, args, direct)
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"ingress-{time.strftime('%Y-%m-%d')}.md"
+    path.write_text(report)
+    print(report)
+    print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    main()
