@@ -112,6 +112,24 @@ def workload_selector(obj: dict):
 # -- owner references -------------------------------------------------------------------------
 
 
+def enqueue_pod_owners(queue_key, enqueue, owners, kind: str, old: dict | None,
+                       new: dict | None) -> None:
+    """On a pod change, queue the workload of `kind` that controls it, or for an orphan every
+    workload of that kind whose selector would adopt it (kube's getPodReplicaSets)."""
+    for pod in (old, new):
+        if pod is None:
+            continue
+        ref = controller_ref(pod)
+        ns = pod["metadata"].get("namespace")
+        if ref is not None:
+            if ref.get("kind") == kind:
+                queue_key(f"{ns}/{ref.get('name')}")
+            continue
+        for owner in owners.list(ns):
+            if workload_selector(owner).matches(labels_of(pod)):
+                enqueue(owner)
+
+
 def owner_reference(owner: dict) -> dict:
     """A controller owner reference to owner (kube's metav1.NewControllerRef)."""
     meta = owner["metadata"]

@@ -35,6 +35,7 @@ from meshnet.api.resources import lookup
 from meshnet.control.controllers.base import Controller, Requeue, object_key, split_key
 from meshnet.control.controllers.events import record_event
 from meshnet.control.controllers.podutil import (
+    enqueue_pod_owners,
     CACHE_CATCH_UP_S, available_in, controller_ref, labels_of, owned_by, pod_active,
     pod_available, pod_from_template, pod_ready, pods_to_delete, terminating, wait_gone,
     wait_seen, with_owner, without_owner, workload_selector,
@@ -119,19 +120,7 @@ class ReplicaSetController(Controller):
                                on_delete=lambda p: self._pod_changed(p, None))
 
     def _pod_changed(self, old: dict | None, new: dict | None) -> None:
-        for pod in (old, new):
-            if pod is None:
-                continue
-            ref = controller_ref(pod)
-            ns = pod["metadata"].get("namespace")
-            if ref is not None:
-                if ref.get("kind") == "ReplicaSet":
-                    self.queue.add(f"{ns}/{ref.get('name')}")
-                continue
-            # An orphan: every ReplicaSet that would adopt it (kube's getPodReplicaSets).
-            for rs in self.replicasets.list(ns):
-                if workload_selector(rs).matches(labels_of(pod)):
-                    self.enqueue(rs)
+        enqueue_pod_owners(self.queue.add, self.enqueue, self.replicasets, "ReplicaSet", old, new)
 
     async def reconcile(self, key: str) -> None:
         ns, name = split_key(key)

@@ -39,6 +39,7 @@ from meshnet.control.controllers.base import Controller, Requeue, split_key
 from meshnet.control.controllers.deployment import pod_template_hash
 from meshnet.control.controllers.events import record_event
 from meshnet.control.controllers.podutil import (
+    enqueue_pod_owners,
     controller_ref, labels_of, owned_by, pod_available, pod_from_template, pod_ready,
     pod_running_and_ready, terminating, wait_gone, wait_seen, with_owner, workload_selector,
 )
@@ -166,18 +167,7 @@ class StatefulSetController(Controller):
                                on_delete=lambda p: self._pod_changed(p, None))
 
     def _pod_changed(self, old: dict | None, new: dict | None) -> None:
-        for pod in (old, new):
-            if pod is None:
-                continue
-            ref = controller_ref(pod)
-            ns = pod["metadata"].get("namespace")
-            if ref is not None:
-                if ref.get("kind") == "StatefulSet":
-                    self.queue.add(f"{ns}/{ref.get('name')}")
-                continue
-            for sts in self.sets.list(ns):
-                if workload_selector(sts).matches(labels_of(pod)):
-                    self.enqueue(sts)
+        enqueue_pod_owners(self.queue.add, self.enqueue, self.sets, "StatefulSet", old, new)
 
     async def reconcile(self, key: str) -> None:
         ns, name = split_key(key)
