@@ -8,7 +8,7 @@ Adding a kind means adding a row here and its validation in `meshnet.api.validat
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
