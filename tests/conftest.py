@@ -7,7 +7,6 @@ test fails. `ApiServer.restart()` and `.kill()` exist for durability tests.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -109,7 +108,7 @@ def apiserver(tmp_path_factory):
 @pytest.fixture(scope="module")
 def k8s(apiserver):
     """An official `kubernetes` client ApiClient configured from the generated kubeconfig."""
-    from kubernetes import client, config
+    from kubernetes import config
 
     api_client = config.new_client_from_config(config_file=str(apiserver.kubeconfig))
     try:

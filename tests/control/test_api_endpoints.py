@@ -55,7 +55,7 @@ def _endpoints(core, name: str):
         if exc.status == 404:
             return None
         raise
-    ready, not_ready, ports = set(), set(), set()
+    ready, not_ready = set(), set()
     for subset in ep.subsets or []:
         port_set = tuple(sorted((p.name, p.port) for p in subset.ports or []))
         for a in subset.addresses or []:
