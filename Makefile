@@ -1,10 +1,10 @@
-# meshnet: `make run` sets up and starts the main job; `make test` sets up and runs all tests.
+# meshnet: `make up` sets up and starts the main job (a single-node cluster); `make test` sets up and runs all tests.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test-deps test run bench clean
+.PHONY: install test-deps test run up down status bench clean
 
 $(BIN)/activate:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -28,6 +28,17 @@ test: test-deps
 
 run: install
 	$(BIN)/meshnet-apiserver $(ARGS)
+
+# A single-node cluster: API server on 127.0.0.1:6443, a node in its own network namespace,
+# the ingress on 127.0.0.1:80/443 (docs/up.md). Needs root.
+up: install
+	$(BIN)/meshctl up $(ARGS)
+
+down: install
+	$(BIN)/meshctl down $(ARGS)
+
+status: install
+	$(BIN)/meshctl status $(ARGS)
 
 bench: install
 	$(BIN)/python bench/bench_apiserver.py $(ARGS)

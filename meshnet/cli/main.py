@@ -22,7 +22,7 @@ from typing import Callable
 from meshnet.client.errors import ApiError, ClientError, ConfigError, ConnectionFailed
 
 from . import (apply, completion, config, create, delete, describe, edit, expose, get, info,
-               label, logs, rollout)
+               label, logs, rollout, up)
 from .context import IO, Session
 from .errors import CLIError, Reported, error_text
 from .flags import add_global_flags, bool_options, normalize_bools, value_options
@@ -158,6 +158,12 @@ COMMANDS = Command(PROG, "meshctl controls a meshnet (or any Kubernetes) cluster
             logs.run_logs, examples=logs.LOGS_EXAMPLES),
     Command("exec", "Execute a command in a container", logs.configure_exec, logs.run_exec,
             examples=logs.EXEC_EXAMPLES),
+    Command("up", "Start a single-node meshnet cluster on this host", up.configure_up, up.run_up,
+            description=up.DESCRIPTION, examples=up.EXAMPLES),
+    Command("down", "Stop the cluster `meshctl up` started and remove all it made",
+            up.configure_down, up.run_down),
+    Command("status", "Show what `meshctl up` runs and whether the node is Ready",
+            up.configure_down, up.run_status),
     Command("__complete", "", _complete_configure, None, hidden=True),
 ])
 

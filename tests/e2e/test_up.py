@@ -1,0 +1,377 @@
+"""`meshctl up` / `meshctl down` end to end: the cheat-sheet walkthrough on a real cluster.
+
+One cluster for the module, started with the installed `meshctl` on free loopback ports, a
+unique name and a /30 no other lab uses, in a fresh data dir. The DNS upstream is a server
+this test runs on loopback (it answers REFUSED), so no question ever leaves the host. The
+last test SIGKILLs everything, checks `up` recovers, then `meshctl down` and compares the
+host's links, routes, namespaces and processes with what they were before `up`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from netns import wait_for
+
+BIN = Path(sys.executable).parent
+MESHCTL = str(BIN / "meshctl")
+APP = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: myapp}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: myapp}}
+  template:
+    metadata: {labels: {app: myapp}}
+    spec:
+      containers:
+      - {name: echo, image: meshnet/echo, ports: [{containerPort: 8080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: myapp}
+spec:
+  selector: {app: myapp}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: myapp}
+spec:
+  rules:
+  - host: myapp.com
+    http:
+      paths:
+      - path: /
+        pathType: Prefix
+        backend: {service: {name: myapp, port: {number: 80}}}
+"""
+DB = """\
+apiVersion: v1
+kind: Service
+metadata: {name: db}
+spec:
+  clusterIP: None
+  selector: {app: db}
+  ports: [{port: 8080}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  serviceName: db
+  replicas: 3
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      containers:
+      - {name: echo, image: meshnet/echo, ports: [{containerPort: 8080}]}
+"""
+CLIENT = """\
+apiVersion: v1
+kind: Pod
+metadata: {name: client, labels: {app: client}}
+spec:
+  containers:
+  - {name: sh, image: busybox, command: [sleep, "3600"]}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def free_link_cidr() -> str:
+    """A /30 in 172.31.0.0/16 that no address or route of the host touches."""
+    used = subprocess.run(["ip", "-4", "route", "show", "table", "all"], capture_output=True,
+                          text=True).stdout + subprocess.run(
+        ["ip", "-o", "-4", "addr"], capture_output=True, text=True).stdout
+    nets = []
+    for word in used.split():
+        try:
+            nets.append(ipaddress.ip_network(word, strict=False))
+        except ValueError:
+            pass
+    for _ in range(100):
+        cand = ipaddress.ip_network(f"172.31.{secrets.randbelow(250)}."
+                                    f"{secrets.randbelow(64) * 4}/30")
+        if not any(cand.overlaps(n) for n in nets if n.prefixlen):
+            return str(cand)
+    raise AssertionError("no free /30 in 172.31.0.0/16")
+
+
+class RefusingDNS:
+    """The test's own upstream on loopback: every question gets REFUSED."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.questions = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                data, addr = self.sock.recvfrom(4096)
+            except OSError:
+                return
+            if len(data) >= 12:
+                self.questions += 1
+                self.sock.sendto(data[:2] + bytes([data[2] | 0x80, (data[3] & 0xF0) | 5]) +
+                                 data[4:], addr)
+
+
+def host_snapshot(name: str) -> dict:
+    def out(*argv):
+        return subprocess.run(argv, capture_output=True, text=True).stdout
+    return {"links": sorted(l.split(":")[1].strip().split("@")[0]
+                            for l in out("ip", "-o", "link").splitlines()),
+            "routes": sorted(l for l in out("ip", "route", "show", "table", "all").splitlines()
+                             if name in l or "unreachable" in l),
+            "netns": sorted(l.split()[0] for l in out("ip", "netns", "list").splitlines()
+                            if l.startswith(name))}
+
+
+class Up:
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
+        self.data = tmp / "data"
+        self.name = f"mnup{secrets.token_hex(3)}"
+        self.api_port, self.http_port, self.https_port = free_port(), free_port(), free_port()
+        self.link = free_link_cidr()
+        self.dns = RefusingDNS()
+        self.kubeconfig = self.data / "admin.kubeconfig"
+
+    def up_argv(self):
+        return [MESHCTL, "up", "--data-dir", str(self.data), "--name", self.name,
+                "--api-port", str(self.api_port), "--ingress-http-port", str(self.http_port),
+                "--ingress-https-port", str(self.https_port), "--link-cidr", self.link,
+                "--dns-upstream", f"127.0.0.1:{self.dns.port}"]
+
+    def run(self, *argv, timeout=120, check=True, stdin=None):
+        proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
+                              input=stdin, cwd=self.tmp)
+        if check:
+            assert proc.returncode == 0, f"{argv}: rc={proc.returncode}\n{proc.stdout}\n" \
+                                         f"{proc.stderr}\n{self.logs()}"
+        return proc
+
+    def meshctl(self, *argv, **kw):
+        return self.run(MESHCTL, "--kubeconfig", str(self.kubeconfig), *argv, **kw)
+
+    def json(self, *argv):
+        return json.loads(self.meshctl(*argv, "-o", "json").stdout)
+
+    def state(self) -> dict:
+        return json.loads((self.data / "up" / "state.json").read_text())
+
+    def logs(self) -> str:
+        out = []
+        for log in sorted((self.data / "up" / "logs").glob("*.log")) if self.data.exists() \
+                else []:
+            out.append(f"== {log.name}\n" + "\n".join(log.read_text(errors="replace")
+                                                       .splitlines()[-20:]))
+        return "\n".join(out)
+
+    def curl(self, host="myapp.com", path="/"):
+        proc = subprocess.run(["curl", "-sS", "--max-time", "5", "--resolve",
+                               f"{host}:{self.http_port}:127.0.0.1",
+                               f"http://{host}:{self.http_port}{path}"],
+                              capture_output=True, text=True)
+        return proc.returncode == 0 and proc.stdout.startswith("{") and json.loads(proc.stdout)
+
+    def pods(self, selector) -> list[dict]:
+        return self.json("get", "pods", "-l", selector)["items"]
+
+    def ready_pods(self, selector, n):
+        def check():
+            items = [p for p in self.pods(selector)
+                     if not p["metadata"].get("deletionTimestamp")
+                     and any(c["type"] == "Ready" and c["status"] == "True"
+                             for c in p["status"].get("conditions") or [])]
+            return len(items) == n and items
+        return wait_for(check, f"{n} ready pods {selector}", timeout=60, interval=0.3)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if os.geteuid() != 0:
+        raise RuntimeError("meshctl up needs root (network namespaces, veth, routes)")
+    tmp = Path(tempfile.mkdtemp(prefix="meshnet-up-e2e-"))
+    c = Up(tmp)
+    c.before = host_snapshot(c.name)
+    try:
+        out = c.run(*c.up_argv())
+        assert f"meshnet cluster {c.name} is up" in out.stdout, out.stdout
+        yield c
+    finally:
+        # Teardown even on failure: `down` first, then by hand whatever it could not remove.
+        if (c.data / "up" / "state.json").exists():
+            c.run(MESHCTL, "down", "--data-dir", str(c.data), check=False)
+        subprocess.run(["ip", "link", "del", f"{c.name}-h"], capture_output=True)
+        subprocess.run(["ip", "netns", "del", f"{c.name}-node-1"], capture_output=True)
+        c.dns.sock.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_up_reports_and_is_idempotent(cluster):
+    again = cluster.run(*cluster.up_argv())
+    assert "is already up" in again.stdout, again.stdout
+    status = cluster.run(MESHCTL, "status", "--data-dir", str(cluster.data))
+    assert f"{cluster.name}-node-1: Ready" in status.stdout, status.stdout
+    assert "NOT RUNNING" not in status.stdout
+    node = cluster.json("get", "node", f"{cluster.name}-node-1")
+    assert {"type": "InternalIP", "address": cluster.state()["node_ip"]} in \
+        node["status"]["addresses"]
+    # The only address up added to the host is the /30's host end.
+    link = subprocess.run(["ip", "-o", "-4", "addr", "show", "dev", f"{cluster.name}-h"],
+                          capture_output=True, text=True).stdout
+    assert cluster.state()["host_ip"] in link
+
+
+def test_create_deployment_gives_a_running_pod_behind_a_replicaset(cluster):
+    cluster.meshctl("create", "deployment", "nginx-depl", "--image=meshnet/echo")
+    pod = cluster.ready_pods("app=nginx-depl", 1)[0]
+    rs = cluster.json("get", "rs", "-l", "app=nginx-depl")["items"]
+    assert len(rs) == 1
+    rs_name = rs[0]["metadata"]["name"]
+    assert pod["metadata"]["name"].startswith(rs_name + "-")
+    assert rs_name.startswith("nginx-depl-")
+    assert pod["metadata"]["ownerReferences"][0]["name"] == rs_name
+    name = pod["metadata"]["name"]
+    logs = cluster.meshctl("logs", name)
+    assert f"echo {name}" in logs.stdout
+    ex = cluster.meshctl("exec", name, "--", "sh", "-c", "echo hi; hostname")
+    assert ex.stdout == f"hi\n{name}\n"
+    desc = cluster.meshctl("describe", "pod", name)
+    assert "Status:" in desc.stdout and "Running" in desc.stdout
+    assert f"Controlled By:  ReplicaSet/{rs_name}" in desc.stdout, desc.stdout
+    cluster.meshctl("delete", "deployment", "nginx-depl")
+
+
+def test_deployment_service_ingress_walkthrough(cluster):
+    app = cluster.tmp / "app.yaml"
+    app.write_text(APP)
+    cluster.meshctl("apply", "-f", str(app))
+    pods = cluster.ready_pods("app=myapp", 2)
+    names = {p["metadata"]["name"] for p in pods}
+
+    def answered_by_both():
+        seen = set()
+        for _ in range(10):
+            doc = cluster.curl()
+            if doc:
+                seen.add(doc["pod"])
+        return seen == names and seen
+    wait_for(answered_by_both, "curl myapp.com to answer from both pods", timeout=30,
+             interval=0.5)
+    doc = cluster.curl(path="/hello")
+    assert doc["host"] == f"myapp.com:{cluster.http_port}" and doc["path"] == "/hello"
+
+    # Delete a pod: a new one with a new IP, and the Endpoints follow.
+    victim = pods[0]
+    old_ip = victim["status"]["podIP"]
+    cluster.meshctl("delete", "pod", victim["metadata"]["name"])
+
+    def replaced():
+        now = cluster.ready_pods("app=myapp", 2)
+        return victim["metadata"]["name"] not in {p["metadata"]["name"] for p in now} and now
+    now = wait_for(replaced, "a replacement pod", timeout=60, interval=0.5)
+    new = next(p for p in now if p["metadata"]["name"] not in names)
+    assert new["status"]["podIP"] != old_ip
+
+    def endpoints_follow():
+        ep = cluster.json("get", "endpoints", "myapp")
+        ips = {a["ip"] for s in ep.get("subsets") or [] for a in s.get("addresses") or []}
+        return ips == {p["status"]["podIP"] for p in now}
+    wait_for(endpoints_follow, "the Endpoints to follow", timeout=30, interval=0.3)
+    wait_for(lambda: cluster.curl(), "the ingress to answer again", timeout=20)
+
+    cluster.meshctl("delete", "-f", str(app))
+    wait_for(lambda: not cluster.pods("app=myapp"), "every myapp pod to go", timeout=60,
+             interval=0.5)
+    gone = cluster.meshctl("get", "deploy,svc,ingress", "myapp", check=False)
+    assert gone.returncode != 0 and "not found" in gone.stderr
+
+
+def test_statefulset_headless_dns_from_another_pod(cluster):
+    db = cluster.tmp / "db.yaml"
+    db.write_text(DB)
+    cluster.meshctl("apply", "-f", str(db))
+    pods = {p["metadata"]["name"]: p for p in cluster.ready_pods("app=db", 3)}
+    assert set(pods) == {"db-0", "db-1", "db-2"}
+    started = sorted(pods, key=lambda n: pods[n]["status"]["startTime"])
+    assert started == ["db-0", "db-1", "db-2"]
+    client_yaml = cluster.tmp / "client.yaml"
+    client_yaml.write_text(CLIENT)
+    cluster.meshctl("apply", "-f", str(client_yaml))
+    client = cluster.ready_pods("app=client", 1)[0]["metadata"]["name"]
+    lookup = "import socket; print(socket.gethostbyname('db-0.db.default.svc.cluster.local'))"
+
+    def resolves_to(ip):
+        out = cluster.meshctl("exec", client, "--", sys.executable, "-c", lookup, check=False)
+        return out.stdout.strip() == ip
+    wait_for(lambda: resolves_to(pods["db-0"]["status"]["podIP"]), "db-0 to resolve",
+             timeout=20, interval=0.5)
+    cluster.meshctl("delete", "pod", "db-0")
+
+    def recreated():
+        p = {x["metadata"]["name"]: x for x in cluster.ready_pods("app=db", 3)}
+        return p["db-0"]["metadata"]["uid"] != pods["db-0"]["metadata"]["uid"] and p["db-0"]
+    db0 = wait_for(recreated, "db-0 to come back", timeout=60, interval=0.5)
+    wait_for(lambda: resolves_to(db0["status"]["podIP"]), "db-0 to resolve again",
+             timeout=45, interval=0.5)
+    cluster.meshctl("delete", "-f", str(db))
+    cluster.meshctl("delete", "-f", str(client_yaml))
+
+
+def test_up_recovers_after_every_process_is_killed_then_down_cleans_all(cluster):
+    cluster.meshctl("create", "deployment", "survivor", "--image=meshnet/echo")
+    cluster.ready_pods("app=survivor", 1)
+    procs = cluster.state()["processes"]
+    for rec in procs.values():
+        os.kill(rec["pid"], signal.SIGKILL)
+    for rec in procs.values():
+        wait_for(lambda rec=rec: not Path(f"/proc/{rec['pid']}").exists() or
+                 "Z" in Path(f"/proc/{rec['pid']}/stat").read_text().split(")")[1][:3],
+                 f"pid {rec['pid']} to die")
+    status = cluster.run(MESHCTL, "status", "--data-dir", str(cluster.data), check=False)
+    assert status.returncode == 1 and "NOT RUNNING" in status.stdout
+    again = cluster.run(*cluster.up_argv())
+    assert "leftovers of an earlier run" in again.stdout and "is up" in again.stdout, again
+    cluster.ready_pods("app=survivor", 1)
+    wait_for(lambda: cluster.run(MESHCTL, "status", "--data-dir", str(cluster.data),
+                                 check=False).returncode == 0, "status to be healthy")
+    pids = [r["pid"] for r in cluster.state()["processes"].values()]
+
+    down = cluster.run(MESHCTL, "down", "--data-dir", str(cluster.data))
+    assert "nothing is left" in down.stdout, down.stdout
+    assert host_snapshot(cluster.name) == cluster.before
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or \
+            "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3]
+    leftover = subprocess.run(["pgrep", "-f", str(cluster.data)], capture_output=True,
+                              text=True).stdout.split()
+    assert not leftover, f"processes of the cluster still run: {leftover}"
+    assert not (cluster.data / "up" / "state.json").exists()
+    again = cluster.run(MESHCTL, "down", "--data-dir", str(cluster.data))
+    assert "nothing to stop" in again.stdout
