@@ -79,6 +79,12 @@ class ResponseCache:
         return ttl
 
     def get(self, key: CacheKey) -> DNSRecord | None:
+        found = self.lookup(key)
+        return found[0] if found else None
+
+    def lookup(self, key: CacheKey) -> tuple[DNSRecord, int, float, float] | None:
+        """A hit as (aged copy, seconds it was aged by, time stored, expiry time): what the
+        server needs to keep the encoded reply and age it again later without decoding."""
         entry = self.entries.get(key)
         now = self.clock()
         if entry is None or now >= entry[0]:
@@ -96,4 +102,4 @@ class ResponseCache:
         copy.rr = _aged(reply.rr, elapsed)
         copy.auth = _aged(reply.auth, elapsed)
         copy.ar = [rr for rr in _aged(reply.ar, elapsed) if rr.rtype != QTYPE.OPT]
-        return copy
+        return copy, elapsed, stored, expires

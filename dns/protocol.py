@@ -109,6 +109,44 @@ def truncated(query: Query, header: DNSHeader) -> bytes:
     return small.pack()
 
 
+def ttl_offsets(wire: bytes) -> tuple[int, ...] | None:
+    """Where the TTL of every record (OPT excepted) sits in a packed message, so that a cached
+    reply can be aged in place without decoding it again; None if `wire` does not parse."""
+    try:
+        qd, an, ns, ar = struct.unpack_from("!HHHH", wire, 4)
+        pos = 12
+        offsets = []
+        for i in range(qd + an + ns + ar):
+            while True:  # the owner name: labels up to a root byte or a compression pointer
+                length = wire[pos]
+                if length & 0xC0 == 0xC0:
+                    pos += 2
+                    break
+                pos += 1 + length
+                if length == 0:
+                    break
+            if i < qd:
+                pos += 4
+                continue
+            rtype, = struct.unpack_from("!H", wire, pos)
+            if rtype != QTYPE.OPT:
+                offsets.append(pos + 4)
+            rdlength, = struct.unpack_from("!H", wire, pos + 8)
+            pos += 10 + rdlength
+        return tuple(offsets) if pos == len(wire) else None
+    except (IndexError, struct.error):
+        return None
+
+
+def aged(wire: bytes, offsets: tuple[int, ...], seconds: int) -> bytes:
+    """`wire` with every TTL at `offsets` decreased by `seconds` (not below zero)."""
+    out = bytearray(wire)
+    for at in offsets:
+        ttl, = struct.unpack_from("!I", out, at)
+        struct.pack_into("!I", out, at, max(0, ttl - seconds))
+    return bytes(out)
+
+
 def error_reply(query: Query, rcode: int, tcp: bool = False) -> bytes:
     """SERVFAIL/REFUSED for a parsed query, question kept."""
     reply = query.request.reply(ra=1, aa=0)

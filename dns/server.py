@@ -24,14 +24,16 @@ import asyncio
 import logging
 import struct
 import time
-from typing import Callable
+from collections import defaultdict
+from typing import Callable, NamedTuple
 
 from dnslib import QTYPE, RCODE, DNSHeader, DNSRecord
 
 from meshnet.dns.answer import Answer, answer
 from meshnet.dns.errors import ForwardError, Overloaded
 from meshnet.dns.forward import Forwarder
-from meshnet.dns.protocol import Query, encode_reply, error_reply, parse_query
+from meshnet.dns.protocol import (Query, aged, encode_reply, error_reply, parse_query,
+                                  ttl_offsets)
 from meshnet.dns.stats import DnsMetrics, rcode_label, type_label
 from meshnet.dns.zone import ZoneTable
 
@@ -45,6 +47,16 @@ MEMO_MAX_ENTRIES = 20000    # encoded zone answers kept per published table
 MEMO_MAX_QUERY_BYTES = 512  # bigger queries are not memoised (bounds the memo's memory)
 
 Send = Callable[[bytes], None]
+
+
+class CachedReply(NamedTuple):
+    """An encoded reply from the upstream cache, kept per query packet (minus its ID)."""
+    wire: bytes
+    ttl_offsets: tuple[int, ...]
+    aged_s: int          # how many seconds the TTLs in `wire` have already been decreased by
+    stored: float        # when the upstream answer entered the cache (cache clock)
+    expires: float
+    labels: tuple[str, str, str, bool]  # proto, type, rcode, truncated: see `memo_hits`
 
 
 def relay(query: Query, upstream: DNSRecord) -> DNSRecord:
@@ -68,9 +80,25 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self.transport = transport
 
     def datagram_received(self, data: bytes, addr) -> None:
-        transport = self.transport
-        self.server.handle(data, False,
-                           lambda out: out is not None and transport.sendto(out, addr))
+        server, transport = self.server, self.transport
+        # The hot path, inlined: a memoised zone answer is one lookup and one sendto.
+        if server._memo_table is server.table:
+            key = (False, data[2:])
+            hit = server._memo.get(key)
+            if hit is not None:
+                transport.sendto(data[:2] + hit[0][2:], addr)
+                server.memo_hits[hit[1]] += 1
+                return
+            cached = server._cached.get(key)  # an upstream cache hit
+            if cached is not None:
+                cache = server.forwarder.cache
+                now = cache.clock()
+                if now < cached.expires and int(now - cached.stored) == cached.aged_s:
+                    transport.sendto(data[:2] + cached.wire[2:], addr)
+                    server.memo_hits[cached.labels] += 1
+                    cache.hits += 1
+                    return  # else: expired or due for ageing, which handle() does
+        server.handle(data, False, lambda out: out is not None and transport.sendto(out, addr))
 
     def error_received(self, exc: Exception) -> None:
         log.debug("UDP socket error: %s", exc)  # ICMP unreachable from a client: ignore
@@ -131,6 +159,17 @@ class _TcpProtocol(asyncio.Protocol):
             self.transport.resume_reading()
 
 
+class _MemoCounts:
+    """Registered first in the registry: brings the memo hit counts in at scrape time."""
+
+    def __init__(self, server: "DnsServer"):
+        self.server = server
+
+    def render(self) -> list[str]:
+        self.server.flush_memo_hits()
+        return []
+
+
 class DnsServer:
     def __init__(self, table: ZoneTable, forwarder: Forwarder | None = None,
                  metrics: DnsMetrics | None = None):
@@ -144,8 +183,17 @@ class DnsServer:
         self.address: tuple[str, int] | None = None
         # Zone answers depend only on (table, packet minus its ID, transport): the encoded
         # reply is memoised per published table, and dropped wholesale when the table changes.
-        self._memo: dict[tuple[bool, bytes], tuple[bytes, str, str, str]] = {}
+        # Memo hits are counted here, one dict increment each, and added to the request and
+        # response counters when /metrics is scraped; they are not timed (timing one costs
+        # about as much as answering it), so the latency histogram covers the other answers.
+        self._memo: dict[tuple[bool, bytes], tuple[bytes, tuple[str, str, str, bool]]] = {}
         self._memo_table: ZoneTable | None = None
+        self.memo_hits: defaultdict[tuple[str, str, str, bool], int] = defaultdict(int)
+        self.metrics.registry.metrics.insert(0, _MemoCounts(self))
+        # Upstream cache hits likewise, but these outlive table changes (a forwarded name
+        # cannot become a zone name, reverse names excepted, which are not kept) and expire
+        # with their cache entry; their TTLs are aged in the encoded bytes.
+        self._cached: dict[tuple[bool, bytes], CachedReply] = {}
 
     def __repr__(self) -> str:
         return f"<DnsServer {self.address} {self.table!r} tasks={len(self.tasks)} " \
@@ -192,15 +240,15 @@ class DnsServer:
         m = self.metrics
         if self._memo_table is not self.table:
             self._memo, self._memo_table = {}, self.table
-        hit = self._memo.get((tcp, data[2:]))
+        key = (tcp, data[2:])
+        hit = self._memo.get(key)
+        if hit is None and self._cached:
+            cached = self._cached.get(key)
+            if cached is not None and self._send_cached(cached, key, data, send, start):
+                return
         if hit is not None:
-            out, proto, qtype, rcode = hit
-            send(data[:2] + out[2:])
-            if out[2] & 0x02 and proto == "udp":
-                m.truncated.inc()
-            m.requests.inc(proto, qtype)
-            m.responses.inc(rcode)
-            m.duration.observe(time.perf_counter() - start, "zone")
+            send(data[:2] + hit[0][2:])
+            self.memo_hits[hit[1]] += 1
             return
         try:
             parsed = parse_query(data)
@@ -222,15 +270,25 @@ class DnsServer:
                 if len(self._memo) >= MEMO_MAX_ENTRIES:
                     self._memo.clear()
                 if len(data) <= MEMO_MAX_QUERY_BYTES:
-                    self._memo[(tcp, data[2:])] = (out, "tcp" if tcp else "udp",
-                                                   type_label(q.qtype),
-                                                   rcode_label(result.reply.header.rcode))
+                    self._memo[key] = (out, ("tcp" if tcp else "udp", type_label(q.qtype),
+                                             rcode_label(result.reply.header.rcode),
+                                             not tcp and bool(out[2] & 0x02)))
                 return
             if result.reply is None and self.forwarder is not None:
-                cached = self.forwarder.cache.get(
-                    (str(q.qname).lower(), q.qtype, q.qclass, False))
-                if cached is not None:  # a cache hit needs no task either
-                    self._send(parsed, relay(parsed, cached), tcp, send, start, "cache")
+                name = str(q.qname).lower()
+                found = self.forwarder.cache.lookup((name, q.qtype, q.qclass, False))
+                if found is not None:  # a cache hit needs no task either
+                    cached, aged_s, stored, expires = found
+                    out = self._send(parsed, relay(parsed, cached), tcp, send, start, "cache")
+                    offsets = ttl_offsets(out)
+                    if (len(data) <= MEMO_MAX_QUERY_BYTES and offsets is not None
+                            and not name.endswith(".arpa.")):
+                        if len(self._cached) >= MEMO_MAX_ENTRIES:
+                            self._cached.clear()
+                        self._cached[key] = CachedReply(
+                            out, offsets, aged_s, stored, expires,
+                            ("tcp" if tcp else "udp", type_label(q.qtype),
+                             rcode_label(cached.header.rcode), not tcp and bool(out[2] & 0x02)))
                     return
         except Exception:
             log.exception("answering %r", parsed)
@@ -240,6 +298,33 @@ class DnsServer:
             self._slow(parsed, result, tcp, send, start))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    def flush_memo_hits(self) -> None:
+        """Add the memo hits counted since the last call to the Prometheus counters."""
+        hits, self.memo_hits = self.memo_hits, defaultdict(int)
+        m = self.metrics
+        for (proto, qtype, rcode, truncated), n in hits.items():
+            m.requests.inc(proto, qtype, amount=n)
+            m.responses.inc(rcode, amount=n)
+            if truncated:
+                m.truncated.inc(amount=n)
+
+    def _send_cached(self, entry: CachedReply, key, data: bytes, send: Send,
+                     start: float) -> bool:
+        cache = self.forwarder.cache
+        now = cache.clock()
+        if now >= entry.expires:
+            del self._cached[key]
+            return False
+        elapsed = int(now - entry.stored)
+        if elapsed != entry.aged_s:
+            entry = entry._replace(wire=aged(entry.wire, entry.ttl_offsets,
+                                             elapsed - entry.aged_s), aged_s=elapsed)
+            self._cached[key] = entry
+        send(data[:2] + entry.wire[2:])
+        cache.hits += 1
+        self.memo_hits[entry.labels] += 1
+        return True
 
     def _send(self, query: Query, reply: DNSRecord, tcp: bool, send: Send, start: float,
               source: str) -> bytes:

@@ -24,7 +24,14 @@ a query for it is NOERROR with no data, never NXDOMAIN. Names are the table keys
 the query's case, so the table never stores presentation case.
 
 Records are sorted so that two compilations of the same views compare equal (`==`), which is
-how tests assert and how the daemon skips publishing an unchanged table.
+how tests assert on them.
+
+Incremental compile: each source (a Service with its Endpoints, a Pod, the static apex
+records) compiles to a `Fragment` (name -> records) on its own; `ZoneIndex` keeps the fragments
+and merges them by name, so a changed Service costs its own names, not the zone's (10,000
+Services with 100,000 endpoints take seconds to compile in full). `compile_zone` is an index
+built from scratch, so the full and incremental paths cannot disagree; tests check that any
+sequence of changes gives the table a fresh compile gives.
 """
 
 from __future__ import annotations
@@ -44,7 +51,8 @@ SOA_REFRESH_S, SOA_RETRY_S, SOA_EXPIRE_S = 7200, 1800, 86400
 DEFAULT_TTL_S = 5
 PODS_MODES = ("verified", "insecure", "disabled")
 
-Node = Mapping[int, tuple]  # qtype -> rdata objects
+Node = Mapping[int, tuple]      # qtype -> rdata objects
+Fragment = dict[str, Node]      # owner name -> node: what one source contributes
 
 
 @dataclass(frozen=True)
@@ -81,15 +89,7 @@ class ZoneTable:
 
     def apex_of(self, name: str) -> str | None:
         """The zone this table is authoritative for that contains `name`, if any."""
-        if name == self.origin or name.endswith("." + self.origin):
-            return self.origin
-        if name.endswith(".arpa.") and self.reverse_zones:
-            rest = name
-            while rest:
-                if rest in self.reverse_zones:
-                    return rest
-                _, _, rest = rest.partition(".")
-        return None
+        return apex_of(name, self.origin, self.reverse_zones)
 
     def soa(self, apex: str) -> SOA:
         node = self.records.get(apex)
@@ -97,6 +97,18 @@ class ZoneTable:
             return node[QTYPE.SOA][0]
         return SOA(f"ns.dns.{self.origin}", f"hostmaster.{self.origin}",
                    (0, SOA_REFRESH_S, SOA_RETRY_S, SOA_EXPIRE_S, self.ttl))
+
+
+def apex_of(name: str, origin: str, zones: frozenset[str]) -> str | None:
+    if name == origin or name.endswith("." + origin):
+        return origin
+    if name.endswith(".arpa.") and zones:
+        rest = name
+        while rest:
+            if rest in zones:
+                return rest
+            _, _, rest = rest.partition(".")
+    return None
 
 
 def dashed(ip: str) -> str:
@@ -176,13 +188,19 @@ def _port_name(port) -> str:
     return f"_{port.name.lower()}._{port.protocol.lower()}."
 
 
-def _compile_service(b: _Builder, svc: ServiceView, eps: EndpointsView | None,
-                     origin: str) -> None:
+def service_fragment(svc: ServiceView, eps: EndpointsView | None,
+                     config: ZoneConfig) -> Fragment:
+    """Every record one Service (with its Endpoints) contributes to the zone."""
+    b = _Builder()
+    origin = config.origin
     fqdn = f"{svc.name}.{svc.namespace}.svc.{origin}"
+    if f"{svc.namespace}/{svc.name}" == config.dns_service:
+        for ip in svc.cluster_ips:
+            b.add_address(f"ns.dns.{origin}", ip)
     if svc.type == "ExternalName":
         if svc.external_name:
             b.add(fqdn, QTYPE.CNAME, CNAME(svc.external_name + "."))
-        return
+        return b.freeze()
     if not svc.headless:
         for ip in svc.cluster_ips:
             b.add_address(fqdn, ip)
@@ -192,7 +210,7 @@ def _compile_service(b: _Builder, svc: ServiceView, eps: EndpointsView | None,
                 if port.name:
                     b.add_srv(_port_name(port) + fqdn, port.port, fqdn)
                 b.add_srv(fqdn, port.port, fqdn)
-        return
+        return b.freeze()
     for subset in eps.subsets if eps else ():
         for addr in subset.addresses:
             if not (addr.ready or svc.publish_not_ready):
@@ -205,46 +223,149 @@ def _compile_service(b: _Builder, svc: ServiceView, eps: EndpointsView | None,
                 if port.name:
                     b.add_srv(_port_name(port) + fqdn, port.port, host)
                 b.add_srv(fqdn, port.port, host)
+    return b.freeze()
+
+
+def pod_fragment(pod: PodView, config: ZoneConfig) -> Fragment:
+    b = _Builder()
+    for ip in pod.ips:
+        b.add_address(f"{dashed(ip)}.{pod.namespace}.pod.{config.origin}", ip)
+    return b.freeze()
+
+
+def static_fragment(config: ZoneConfig, serial: int) -> Fragment:
+    """The records that do not come from any object: SOA and NS at every apex, the NS name
+    (which exists even before the DNS service has an address), dns-version."""
+    origin = config.origin
+    b = _Builder()
+    soa = SOA(f"ns.dns.{origin}", f"hostmaster.{origin}",
+              (serial, SOA_REFRESH_S, SOA_RETRY_S, SOA_EXPIRE_S, config.ttl))
+    for apex in (origin, *reverse_zones(config.reverse_cidrs)):
+        b.add(apex, QTYPE.SOA, soa)
+        b.add(apex, QTYPE.NS, NS(f"ns.dns.{origin}"))
+    b.rrs[f"ns.dns.{origin}"]
+    b.add(f"dns-version.{origin}", QTYPE.TXT, TXT(SPEC_VERSION))
+    return b.freeze()
+
+
+STATIC = ("static",)
+
+
+def service_source(namespace: str, name: str) -> tuple:
+    return ("service", namespace, name)
+
+
+def pod_source(namespace: str, name: str) -> tuple:
+    return ("pod", namespace, name)
+
+
+def _merge(nodes: Iterable[Node]) -> dict[int, tuple]:
+    """Records two sources give one name (a PTR for an IP two headless services share):
+    deduplicated and sorted as `_Builder.freeze` does, so the result does not depend on order."""
+    out: dict[int, dict] = {}
+    for node in nodes:
+        for qtype, rds in node.items():
+            out.setdefault(qtype, {}).update((str(rd), rd) for rd in rds)
+    return {qtype: tuple(v for _, v in sorted(rd.items())) for qtype, rd in out.items()}
+
+
+class ZoneIndex:
+    """The zone kept up to date per source (a Service, a Pod, the static apex records).
+
+    `set(source, fragment)` replaces what one source contributes and re-merges only the names
+    it touches (plus ancestors whose empty-non-terminal status flips), so the work for one
+    changed Service does not depend on how many others there are; `merged` counts the names
+    re-merged, which tests assert on. `table()` publishes an immutable `ZoneTable` (a shallow
+    copy of the name map: C speed, about a millisecond per 100,000 names).
+
+    Invariants: `records[name]` exists iff some source owns `name` or some owned name lies
+    below it within the same zone (`below[name] > 0`, an empty non-terminal, RFC 8020); an
+    owned name's node is its owners' records merged. `compile_zone` is this, from scratch.
+    """
+
+    def __init__(self, config: ZoneConfig):
+        self.config = config
+        self.zones = reverse_zones(config.reverse_cidrs)
+        self.fragments: dict[tuple, Fragment] = {}
+        self.owners: dict[str, dict[tuple, Node]] = {}
+        self.below: dict[str, int] = {}
+        self.records: dict[str, Node] = {}
+        self.merged = 0
+
+    def __repr__(self) -> str:
+        return f"<ZoneIndex {self.config.origin} sources={len(self.fragments)} " \
+               f"names={len(self.records)}>"
+
+    def set(self, source: tuple, fragment: Fragment | None) -> bool:
+        """Replace `source`'s records (None or empty: remove them); True if anything changed."""
+        old = self.fragments.pop(source, None) or {}
+        if fragment:
+            self.fragments[source] = fragment
+        else:
+            fragment = {}
+        if old == fragment:
+            return False
+        for name, node in old.items():
+            if name not in fragment:
+                owned = self.owners[name]
+                del owned[source]
+                if not owned:
+                    del self.owners[name]
+                    self._ancestors(name, -1)
+                self._refresh(name)
+        for name, node in fragment.items():
+            if old.get(name) == node and name in old:
+                continue
+            owned = self.owners.get(name)
+            if owned is None:
+                self.owners[name] = {source: node}
+                self._ancestors(name, +1)
+            else:
+                owned[source] = node
+            self._refresh(name)
+        return True
+
+    def table(self) -> ZoneTable:
+        c = self.config
+        return ZoneTable(c.origin, c.ttl, True, self.zones, c.pods, dict(self.records))
+
+    def _refresh(self, name: str) -> None:
+        self.merged += 1
+        owned = self.owners.get(name)
+        if owned:
+            self.records[name] = next(iter(owned.values())) if len(owned) == 1 \
+                else _merge(owned.values())
+        elif self.below.get(name):
+            self.records[name] = {}
+        else:
+            self.records.pop(name, None)
+
+    def _ancestors(self, name: str, delta: int) -> None:
+        apex = apex_of(name, self.config.origin, self.zones)
+        if apex is None:
+            return  # a PTR outside the configured reverse zones: no parents to invent
+        rest = name
+        while rest != apex:
+            _, _, rest = rest.partition(".")
+            count = self.below.get(rest, 0) + delta
+            if count:
+                self.below[rest] = count
+            else:
+                del self.below[rest]
+            if count == 0 or count == delta:  # became or stopped being a parent
+                self._refresh(rest)
 
 
 def compile_zone(services: Iterable[ServiceView],
                  endpoints: Mapping[tuple[str, str], EndpointsView],
                  pods: Iterable[PodView], config: ZoneConfig, serial: int = 1) -> ZoneTable:
-    origin = config.origin
-    b = _Builder()
-    b.add(origin, QTYPE.SOA, SOA(f"ns.dns.{origin}", f"hostmaster.{origin}",
-                                 (serial, SOA_REFRESH_S, SOA_RETRY_S, SOA_EXPIRE_S, config.ttl)))
-    b.add(origin, QTYPE.NS, NS(f"ns.dns.{origin}"))
-    b.rrs[f"ns.dns.{origin}"]  # exists even before the DNS service has an address
-    b.add(f"dns-version.{origin}", QTYPE.TXT, TXT(SPEC_VERSION))
+    """The whole zone from the views (pure): what `ZoneIndex` holds after adding them all."""
+    index = ZoneIndex(config)
+    index.set(STATIC, static_fragment(config, serial))
     for svc in services:
-        _compile_service(b, svc, endpoints.get((svc.namespace, svc.name)), origin)
-        if f"{svc.namespace}/{svc.name}" == config.dns_service:
-            for ip in svc.cluster_ips:
-                b.add_address(f"ns.dns.{origin}", ip)
+        index.set(service_source(svc.namespace, svc.name),
+                  service_fragment(svc, endpoints.get((svc.namespace, svc.name)), config))
     if config.pods == "verified":
         for pod in pods:
-            for ip in pod.ips:
-                b.add_address(f"{dashed(ip)}.{pod.namespace}.pod.{origin}", ip)
-    zones = reverse_zones(config.reverse_cidrs)
-    for apex in zones:
-        b.add(apex, QTYPE.SOA, SOA(f"ns.dns.{origin}", f"hostmaster.{origin}",
-                                   (serial, SOA_REFRESH_S, SOA_RETRY_S, SOA_EXPIRE_S, config.ttl)))
-        b.add(apex, QTYPE.NS, NS(f"ns.dns.{origin}"))
-    records = b.freeze()
-    _add_empty_non_terminals(records, origin, zones)
-    return ZoneTable(origin, config.ttl, True, zones, config.pods, records)
-
-
-def _add_empty_non_terminals(records: dict, origin: str, zones: frozenset[str]) -> None:
-    table = ZoneTable(origin, 0, True, zones, "")
-    for name in list(records):
-        apex = table.apex_of(name)
-        if apex is None:
-            continue  # a PTR outside the configured reverse zones: no parents to invent
-        rest = name
-        while rest != apex:
-            _, _, rest = rest.partition(".")
-            if rest in records:
-                break
-            records[rest] = {}
+            index.set(pod_source(pod.namespace, pod.name), pod_fragment(pod, config))
+    return index.table()

@@ -243,3 +243,37 @@ async def test_memoised_zone_answers_keep_the_id_and_case(server):
         reply = DNSRecord.parse(await udp_exchange(server.address[1], q.pack()))
         assert reply.header.id == qid and str(reply.rr[0].rname) == name + "."
     assert len(server._memo) == 2
+
+
+async def test_cache_hits_are_kept_encoded_and_aged(upstream):
+    now = [1000.0]
+    fwd = Forwarder([("127.0.0.1", upstream.port)], cache=ResponseCache(clock=lambda: now[0]))
+    srv = DnsServer(big_table(), fwd)
+    await srv.start("127.0.0.1", 0)
+    try:
+        ttls = []
+        for step, qid in ((0, 7), (0, 8), (10, 9), (0, 10), (300, 11)):
+            now[0] += step
+            q = question("example.org")
+            q.header.id = qid
+            reply = DNSRecord.parse(await udp_exchange(srv.address[1], q.pack()))
+            assert reply.header.id == qid
+            ttls.append(reply.rr[0].ttl)
+        # forwarded, cache hit (now kept encoded), encoded hit, aged 10 s, expired: asked again
+        assert ttls == [300, 300, 290, 290, 300]
+        assert [q for q in upstream.queries if q[1] == "example.org."] == \
+            [("udp", "example.org.", "A")] * 2
+        assert srv._cached == {}  # the expired one dropped; the fresh one kept on its next hit
+    finally:
+        await srv.stop()
+        fwd.close()
+
+
+async def test_memo_hits_are_counted_at_scrape_time(server):
+    for _ in range(3):
+        await ask(server, "web.default.svc.cluster.local")
+    assert server.memo_hits == {("udp", "A", "NOERROR", False): 2}  # the first one computed
+    text = server.metrics.registry.render()
+    assert 'meshnet_dns_requests_total{proto="udp",type="A"} 3' in text
+    assert 'meshnet_dns_responses_total{rcode="NOERROR"} 3' in text
+    assert server.memo_hits == {}

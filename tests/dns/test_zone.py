@@ -1,4 +1,5 @@
-"""compile_zone() and the views it compiles from: pure, table-driven."""
+"""compile_zone(), the incremental ZoneIndex, and the views they compile from: pure,
+table-driven."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from dnslib import QTYPE
 
 from meshnet.dns.views import (AddressView, PortView, ServiceView, view_endpoints, view_pod,
                                view_service)
-from meshnet.dns.zone import (ZoneConfig, compile_zone, dashed, reverse_name, reverse_zones,
-                              undashed)
+from meshnet.dns.zone import (STATIC, ZoneConfig, ZoneIndex, compile_zone, dashed,
+                              pod_fragment, pod_source, reverse_name, reverse_zones,
+                              service_fragment, service_source, static_fragment, undashed)
 
 from fakes import endpoints, pod, sample_objects, sample_table, service
 
@@ -112,3 +114,116 @@ def test_cluster_domain_and_ttl_are_configurable():
     assert "a.default.svc.corp.example." in table.records
     soa = table.records["corp.example."][QTYPE.SOA][0]
     assert soa.times[4] == 30
+
+
+# -- incremental compile: ZoneIndex --------------------------------------------------------------
+
+def _state(extra_services=0):
+    """The sample cluster as mutable dicts of views, plus `extra_services` untouched ones."""
+    services, eps, pods = sample_objects()
+    for i in range(extra_services):
+        services.append(service(f"bulk{i}", ns=f"bulk{i % 7}",
+                                cluster_ip=f"10.97.{i >> 8}.{i & 255}"))
+        services.append(service(f"hbulk{i}", ns=f"bulk{i % 7}", cluster_ip="None"))
+        eps.append(endpoints(f"hbulk{i}", ns=f"bulk{i % 7}",
+                             ready=[f"10.245.{i >> 8}.{i & 255}"]))
+    return ({(s.namespace, s.name): s for s in map(view_service, services)},
+            {(e.namespace, e.name): e for e in map(view_endpoints, eps)},
+            {(p.namespace, p.name): p for p in map(view_pod, pods)})
+
+
+def _put(state, kind, obj):
+    view = {"svc": view_service, "eps": view_endpoints, "pod": view_pod}[kind](obj)
+    state[("svc", "eps", "pod").index(kind)][(view.namespace, view.name)] = view
+    return kind, view.namespace, view.name
+
+
+def _drop(state, kind, ns, name):
+    del state[("svc", "eps", "pod").index(kind)][(ns, name)]
+    return kind, ns, name
+
+
+# Each change returns (kind, namespace, name) of the object it touched.
+CHANGES = [
+    ("a ClusterIP changes", lambda st: _put(st, "svc", service("web", cluster_ip="10.96.0.99"))),
+    ("a headless service gains an endpoint", lambda st: _put(st, "eps", endpoints(
+        "db", ready=[("10.244.0.5", "db-0"), "10.244.0.6", "10.244.0.50"],
+        ports=(("pg", 5432, "TCP"),)))),
+    ("a headless service loses its last endpoint (its name and ENTs go)",
+     lambda st: _put(st, "eps", endpoints("db", ports=(("pg", 5432, "TCP"),)))),
+    ("a service is deleted", lambda st: _drop(st, "svc", "default", "web")),
+    ("a service in a new namespace (new ENT)",
+     lambda st: _put(st, "svc", service("x", ns="fresh", cluster_ip="10.96.5.5"))),
+    ("the only pod of a namespace is deleted (its ENT goes)",
+     lambda st: _drop(st, "pod", "v6", "six")),
+    ("two headless services share an endpoint IP (PTRs merge)", lambda st: (
+        _put(st, "svc", service("db2", cluster_ip="None", ports=(("pg", 5432, "TCP"),))),
+        _put(st, "eps", endpoints("db2", ready=["10.244.0.6"], ports=(("pg", 5432, "TCP"),))))[1]),
+    ("the DNS service changes address (NS glue)", lambda st: _put(st, "svc", service(
+        "kube-dns", ns="kube-system", cluster_ip="10.96.0.11", ports=(("dns", 53, "UDP"),)))),
+    ("a pod is deleted", lambda st: _drop(st, "pod", "default", "db-0")),
+    ("an ExternalName becomes a ClusterIP service",
+     lambda st: _put(st, "svc", service("ext", cluster_ip="10.96.0.77"))),
+]
+
+
+def _apply(index, state, touched):
+    services, eps, pods = state
+    config = index.config
+    for kind, ns, name in touched:
+        if kind == "pod":
+            pod_view = pods.get((ns, name))
+            index.set(pod_source(ns, name), pod_fragment(pod_view, config) if pod_view else None)
+        else:
+            svc = services.get((ns, name))
+            index.set(service_source(ns, name),
+                      service_fragment(svc, eps.get((ns, name)), config) if svc else None)
+
+
+def _index(state, config=ZoneConfig()):
+    index = ZoneIndex(config)
+    index.set(STATIC, static_fragment(config, 1))
+    _apply(index, state, [("svc", ns, n) for ns, n in state[0]] +
+           [("pod", ns, n) for ns, n in state[2]])
+    return index
+
+
+def _full(state, config=ZoneConfig()):
+    return compile_zone(state[0].values(), state[1], state[2].values(), config, 1)
+
+
+@pytest.mark.parametrize("desc,change", CHANGES, ids=[c[0] for c in CHANGES])
+def test_incremental_change_equals_full_compile(desc, change):
+    state = _state()
+    index = _index(state)
+    assert index.table() == _full(state)
+    _apply(index, state, [change(state)])
+    assert index.table() == _full(state)
+
+
+def test_every_change_in_sequence_equals_full_compile():
+    state = _state()
+    index = _index(state)
+    for desc, change in CHANGES:
+        _apply(index, state, [change(state)])
+        assert index.table() == _full(state), desc
+
+
+@pytest.mark.parametrize("desc,change", CHANGES, ids=[c[0] for c in CHANGES])
+def test_work_for_one_change_does_not_grow_with_untouched_services(desc, change):
+    work = []
+    for extra in (0, 300):
+        state = _state(extra)
+        index = _index(state)
+        index.merged = 0
+        _apply(index, state, [change(state)])
+        work.append(index.merged)
+    assert work[0] == work[1] > 0, work
+
+
+def test_unchanged_fragment_is_no_work():
+    state = _state(50)
+    index = _index(state)
+    index.merged = 0
+    _apply(index, state, [("svc", "default", "web"), ("svc", "bulk3", "hbulk3")])
+    assert index.merged == 0
