@@ -63,7 +63,7 @@ class Agent:
                  listen: tuple[str, int], cluster_dns: str, cluster_domain: str,
                  pod_cidr_override: str = "", keep_pods: bool = False,
                  status_address: tuple[str, int] | None = None, python: str = sys.executable,
-                 backoff: Backoff | None = None):
+                 backoff: Backoff | None = None, runtime=None):
         self.client = client
         self.node_name = node_name
         self.host_ip = host_ip
@@ -76,7 +76,7 @@ class Agent:
         self.python = python
         self.registration = Registration(client, node_name, host_ip, listen[1],
                                          pod_cidr_override=pod_cidr_override)
-        self.runtime = rt.NetnsRuntime(python)
+        self.runtime = runtime or rt.NetnsRuntime(python)
         self.backoff = backoff or Backoff()
         self.mount_targets = MountTargets(state_dir / "mount-targets.json")
         self.ipam: Ipam | None = None
@@ -224,6 +224,9 @@ class Agent:
         """Remove what an earlier agent left for pods that no longer exist on this node, and
         stop any process it had started (pods that remain are started again)."""
         live = {view["metadata"].get("uid") for view in self.pods.cache.values()}
+        removed = await self.runtime.remove_leftovers()
+        if removed:
+            log.info("removed %d containers an earlier agent left", removed)
         for pod_dir in (self.state_dir / "pods").iterdir():
             killed = rt.kill_recorded(pod_dir)
             if killed:

@@ -46,6 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="HOST:PORT for /healthz, /ready, /metrics ('' to disable)")
     p.add_argument("--keep-pods", action="store_true",
                    help="on stop, leave pods running (their network and processes stay)")
+    p.add_argument("--runtime", choices=("netns", "docker"), default="netns",
+                   help="netns: containers are processes in the pod's namespaces; docker: "
+                        "real containers through dockerd (--docker-host)")
+    p.add_argument("--docker-host", default=os.environ.get("DOCKER_HOST",
+                                                           "unix:///var/run/docker.sock"),
+                   help="dockerd's API socket for --runtime docker (default $DOCKER_HOST or "
+                        "unix:///var/run/docker.sock)")
     p.add_argument("--host-network", action="store_true",
                    help="allow running in the host's initial network namespace")
     p.add_argument("--log-level", default="info")
@@ -106,11 +113,17 @@ def main(argv: list[str] | None = None) -> int:
             client = AsyncClient.from_kubeconfig(args.kubeconfig)
         except (ClientError, OSError, ValueError) as exc:
             raise DaemonError(f"kubeconfig {args.kubeconfig}: {exc}") from None
+        runtime = None
+        if args.runtime == "docker":
+            from meshnet.node.docker_runtime import DockerRuntime
+
+            runtime = DockerRuntime(args.docker_host, args.node_name)
+            await runtime.connect()
         agent = Agent(client, node_name=args.node_name, host_ip=node_ip,
                       state_dir=Path(args.state_dir), listen=listen,
                       cluster_dns=args.cluster_dns, cluster_domain=args.cluster_domain,
                       pod_cidr_override=args.pod_cidr, keep_pods=args.keep_pods,
-                      status_address=status, python=sys.executable)
+                      status_address=status, python=sys.executable, runtime=runtime)
         try:
             await agent.run(stop)
         except ClientError as exc:

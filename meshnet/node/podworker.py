@@ -33,7 +33,7 @@ from meshnet.client.errors import ApiError, ClientError
 from meshnet.node import lifecycle as lc
 from meshnet.node.envconfig import PodFacts, resolve_env
 from meshnet.node.errors import ConfigError, ImagePullError, PodError
-from meshnet.node.images import container_argv, resolve_image
+from meshnet.node.images import container_argv
 from meshnet.node.netconfig import resolv_conf
 from meshnet.node.probes import ProbeTracker, parse_probe, run_probe
 from meshnet.node.runtime import Container, exit_status
@@ -143,11 +143,20 @@ class PodWorker:
         self.pod_ip = ipam.allocate(self.ipam_key)
         text = resolv_conf(self.namespace, (self.agent.cluster_dns,), self.agent.cluster_domain)
         # A thread cannot be cancelled: terminate() waits for this future before tearing down,
-        # or a pod deleted mid-setup would leave a namespace behind.
-        self._net_future = asyncio.ensure_future(
-            asyncio.to_thread(net.setup_pod, self.uid, self.pod_ip, text))
+        # or a pod deleted mid-setup would leave a namespace (or a sandbox container) behind.
+        self._net_future = asyncio.ensure_future(self._sandbox_and_network(net, text))
         self.netns = await asyncio.shield(self._net_future)
         self._dirty.set()
+
+    async def _sandbox_and_network(self, net, resolv: str) -> str:
+        # The runtime's sandbox first (docker: the pause container whose namespace becomes the
+        # pod's netns name), then the veth and IP go into that namespace, as CNI does.
+        await self.agent.runtime.create_sandbox(uid=self.uid, pod_key=self.key,
+                                                hostname=self._hostname())
+        return await asyncio.to_thread(net.setup_pod, self.uid, self.pod_ip, resolv)
+
+    def _hostname(self) -> str:
+        return (self.pod.get("spec") or {}).get("hostname") or self.name
 
     def _facts(self) -> PodFacts:
         meta, spec = self.pod["metadata"], self.pod.get("spec") or {}
@@ -173,7 +182,7 @@ class PodWorker:
         backoff_key = f"{self.uid}/{name}"
         while not self.stopping:
             try:
-                image = resolve_image(c.get("image", ""), python=self.agent.python)
+                image = await self.agent.runtime.resolve_image(c.get("image", ""))
             except ImagePullError as exc:
                 await self._image_backoff(name, c.get("image", ""), exc)
                 continue
@@ -193,7 +202,7 @@ class PodWorker:
                 pod_key=self.key, pod_dir=self.dir, netns=self.netns, name=name,
                 restart=cs.restart_count + (1 if cs.started else 0), argv=argv, env=env,
                 working_dir=c.get("workingDir", ""), mounts=mounts,
-                hostname=(self.pod.get("spec") or {}).get("hostname") or self.name)
+                hostname=self._hostname(), image=c.get("image", ""))
             self.containers[name] = container  # before any await: terminate() must see it
             self.envs[name] = env
             self.agent.m_starts.inc()
@@ -241,9 +250,10 @@ class PodWorker:
             private = self.dir / "private" / c["name"] / str(i)
             private.mkdir(parents=True, exist_ok=True)
             mounts.append((str(private), path, False))
-        targets = [m[1] for m in mounts if m[1] not in self.mount_paths]
-        self.agent.mount_targets.acquire(targets)
-        self.mount_paths.extend(targets)
+        if self.agent.runtime.host_mount_targets:
+            targets = [m[1] for m in mounts if m[1] not in self.mount_paths]
+            self.agent.mount_targets.acquire(targets)
+            self.mount_paths.extend(targets)
         return container_argv(image, c, env), env, mounts
 
     # -- probes --------------------------------------------------------------------------------
@@ -337,6 +347,10 @@ class PodWorker:
                                for c in self.containers.values()), return_exceptions=True)
         if self._net_future is not None:
             await asyncio.gather(self._net_future, return_exceptions=True)
+        try:
+            await self.agent.runtime.remove_sandbox(self.uid)
+        except Exception as exc:  # the network and IP must still go
+            log.warning("%s: removing the pod sandbox: %s", self.key, exc)
         if self.agent.podnet is not None:
             await asyncio.to_thread(self.agent.podnet.teardown_pod, self.uid)
         if self.agent.ipam is not None:

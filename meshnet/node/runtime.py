@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from meshnet.node.images import Image, resolve_image
+
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 KILL_WAIT_S = 5.0
 START_TIMEOUT_S = 30.0
@@ -72,15 +74,32 @@ def exit_status(returncode: int) -> tuple[int, int | None]:
 
 
 class NetnsRuntime:
+    """The interface every runtime has (docker_runtime.DockerRuntime is the other one)."""
+
+    host_mount_targets = True  # no root filesystems: a mountPath must exist on the host
+
     def __init__(self, python: str = sys.executable):
         self.python = python
 
     def __repr__(self) -> str:
         return "<NetnsRuntime>"
 
+    async def resolve_image(self, ref: str) -> Image:
+        return resolve_image(ref, python=self.python)
+
+    async def create_sandbox(self, *, uid: str, pod_key: str, hostname: str) -> None:
+        """Nothing holds the pod's namespaces but the named netns podnet creates."""
+
+    async def remove_sandbox(self, uid: str) -> None:
+        pass
+
+    async def remove_leftovers(self) -> int:
+        return 0  # an earlier agent's processes are found by their pod's `pids` file instead
+
     async def start(self, *, pod_key: str, pod_dir: Path, netns: str, name: str,
                     restart: int, argv: list[str], env: dict[str, str], working_dir: str,
-                    mounts: list[tuple[str, str, bool]], hostname: str) -> Container:
+                    mounts: list[tuple[str, str, bool]], hostname: str,
+                    image: str = "") -> Container:
         full_env = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname, **env}
         spec = {"argv": argv, "env": full_env, "mounts": mounts,
                 "workingDir": working_dir, "hostname": hostname}
