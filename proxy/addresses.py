@@ -167,6 +167,14 @@ class AsyncVip:
     async def remove_stale(self, keep: set[str]) -> list[str]:
         return await self._call(self.vip.remove_stale, keep)
 
+    def remove_stale_soon(self, keep: set[str]) -> asyncio.Future:
+        """Queue the stale-address sweep now, without waiting for it (listing thousands of
+        addresses takes seconds). Safe because every netlink call runs in order on the one
+        worker thread: the sweep, queued first, lists only addresses added before it; an
+        address a later sync adds is added after it."""
+        return asyncio.get_running_loop().run_in_executor(self._executor,
+                                                          self.vip.remove_stale, keep)
+
     async def cleanup(self) -> None:
         try:
             await self._call(self.vip.cleanup)

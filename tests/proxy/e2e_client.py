@@ -5,14 +5,18 @@
     python e2e_client.py udp-same HOST PORT N   one UDP socket, N datagrams
     python e2e_client.py leastconn HOST PORT N  hold one connection, then N short ones
     python e2e_client.py stream HOST PORT SECS  new connections back to back for SECS seconds
+    python e2e_client.py bulk HOST PORT MIB     send MIB MiB, half-close, read the sink's
+                                                `BYTES CRC32` answer
 
 A connection's answer is the backend's name, or `ERR:<exception>` with the time it took.
 """
 
 import json
+import os
 import socket
 import sys
 import time
+import zlib
 
 TIMEOUT_S = 5.0
 
@@ -87,6 +91,26 @@ def stream(host, port, seconds):
     return counts
 
 
+def bulk(host, port, mib):
+    """Every MiB block starts with its index, so a lost, repeated or reordered block changes
+    the CRC."""
+    base = bytearray(os.urandom(1 << 20))
+    crc = 0
+    start = time.monotonic()
+    with socket.create_connection((host, port), timeout=30) as s:
+        for i in range(mib):
+            base[:8] = i.to_bytes(8, "big")
+            s.sendall(base)
+            crc = zlib.crc32(base, crc)
+        s.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := s.recv(100):
+            answer += chunk
+    got_bytes, got_crc = answer.decode().split()
+    return {"sent": mib << 20, "crc": crc, "received": int(got_bytes), "their_crc": int(got_crc),
+            "seconds": time.monotonic() - start}
+
+
 if __name__ == "__main__":
     cmd, host, port, arg = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
     if cmd == "tcp":
@@ -99,6 +123,8 @@ if __name__ == "__main__":
         result = leastconn(host, port, int(arg))
     elif cmd == "stream":
         result = stream(host, port, arg)
+    elif cmd == "bulk":
+        result = bulk(host, port, int(arg))
     else:
         raise SystemExit(f"unknown command {cmd}")
     print(json.dumps(result), flush=True)

@@ -27,7 +27,7 @@ NODE = "node-a"
 GATEWAY = "10.244.1.1"
 OUTSIDE_NODE_IP = "192.168.77.2"
 BACKENDS = {"b1": "10.244.1.11", "b2": "10.244.1.12", "b3": "10.244.1.13"}
-WEB, STICKY, LC = "10.96.0.50", "10.96.0.51", "10.96.0.52"
+WEB, STICKY, LC, BULK = "10.96.0.50", "10.96.0.51", "10.96.0.52", "10.96.0.53"
 
 
 def service(name, ip, *, annotations=None, **spec):
@@ -79,6 +79,8 @@ class Cluster:
                  "nodePort": 30080}]),
             service("sticky", STICKY, sessionAffinity="ClientIP"),
             service("lc", LC, annotations={"meshnet.io/lb-policy": "least-conn"}),
+            service("bulk", BULK, ports=[{"name": "sink", "port": 81, "targetPort": 8081,
+                                          "protocol": "TCP"}]),
         ])
         self.proxy_log = open(tmp / "proxy.log", "wb")
         self.proxy = lab.popen(self.node, [
@@ -175,6 +177,15 @@ def test_status_endpoints(cluster):
     assert "meshnet_proxy_network_programming_latency_seconds_count" in out.stdout
     ready = cluster.lab.run(cluster.node, ["curl", "-sf", "http://127.0.0.1:10256/ready"])
     assert ready.stdout == "ok"
+
+
+def test_one_gib_upload_with_half_close_arrives_intact(cluster):
+    """1 GiB through the ClusterIP; the client then shuts down its write side and still gets
+    the backend's byte count and CRC back over the half-closed connection."""
+    got = cluster.client_run(cluster.client, "bulk", BULK, 81, 1024)
+    assert got["received"] == got["sent"] == 1 << 30, got
+    assert got["their_crc"] == got["crc"], got
+    assert got["seconds"] < 20, got
 
 
 def test_api_server_restart_mid_stream(cluster):

@@ -80,11 +80,11 @@ def test_update_table_replaces_and_removes():
     table = update_table(ProxyTable(), [web, db])
     assert set(table.listeners) == {ListenerKey("TCP", "10.96.0.10", 80),
                                     ListenerKey("TCP", "10.96.0.11", 80)}
-    assert table.addresses == {"10.96.0.10": 1, "10.96.0.11": 1}
+    assert dict(table.addresses) == {"10.96.0.10": 1, "10.96.0.11": 1}
     gone = compile_service(None, None, NODE, key="default/web")
     after = update_table(table, [gone])
     assert set(after.listeners) == {ListenerKey("TCP", "10.96.0.11", 80)}
-    assert after.addresses == {"10.96.0.11": 1}
+    assert dict(after.addresses) == {"10.96.0.11": 1}
     assert len(table.listeners) == 2, "the old table is never mutated"
 
 
@@ -94,7 +94,7 @@ def test_conflicting_listener_keeps_first_owner():
                                              externalIPs=["198.51.100.7"])), None, NODE)
     table = update_table(ProxyTable(), [a, b])
     assert table.owners[ListenerKey("TCP", "198.51.100.7", 80)] == "default/a"
-    assert table.errors == {"default/b": ("198.51.100.7:80/TCP is already used by service "
+    assert dict(table.errors) == {"default/b": ("198.51.100.7:80/TCP is already used by service "
                                           "default/a; not proxied",)}
     assert table.addresses["198.51.100.7"] == 2
 

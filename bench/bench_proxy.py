@@ -1,0 +1,423 @@
+"""meshnet-proxy benchmark (not a test): network programming latency at scale, and forwarding
+against HAProxy. Needs root (network namespaces); installs haproxy with apt-get if missing.
+
+    .venv/bin/python bench/bench_proxy.py [--sizes 1000,10000] [--changes 200] [--seconds 8]
+                                          [--skip-latency] [--skip-haproxy] [--profile]
+
+1. Programming latency. A namespace runs meshnet-apiserver (on its own loopback) and
+   meshnet-proxy. For each size N, Services (selectorless, one TCP port) and Endpoints are
+   created up to N, the proxy is (re)started, and `--changes` Endpoints updates are made to
+   random services, 50 ms apart. Reported: the proxy's own histogram
+   `meshnet_proxy_network_programming_latency_seconds` (from the change reaching the proxy to
+   the table swap) p50/p99, sync duration p99, the time to the first full sync, and the
+   proxy's RSS.
+2. Forwarding vs HAProxy. A node namespace with a bridge; a backend pod runs a one-thread
+   HAProxy answering HTTP 200 "ok" (port 8080) and a sendfile bulk server (port 9000); a client
+   pod runs wrk. The proxy under test — meshnet-proxy (ClusterIP 10.96.0.50) or HAProxy in TCP
+   mode (one thread, 10.244.1.1) — is pinned to CPU 1, backend and wrk to CPU 0, and both are
+   driven the same way in the same run: HTTP keep-alive, HTTP with a new connection per
+   request (wrk, 16 connections), and bulk (1 GiB download, best of 3).
+
+The table goes to stdout and bench/results/proxy-<date>.md. Every namespace and process is
+removed at the end, also on failure. No traffic leaves the lab's namespaces.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+from netns import Lab, wait_for  # noqa: E402
+
+BIN = Path(sys.executable).parent
+PY = sys.executable
+DRIVER = str(HERE / "bench_proxy_driver.py")
+API_PORT = 16443
+# The container caps open files at 20,000 (hard limit): enough for 10,000 listeners.
+PROXY_CPU, LOAD_CPU = "1", "0"
+CLUSTER_IP = "10.96.0.50"
+NODE_IP, BACKEND_IP = "10.244.1.1", "10.244.1.11"
+BULK_FILE_MIB, BULK_REPEAT = 256, 4  # 1 GiB per connection
+ROUNDS = 3
+SETTLE_S = 5.0
+
+
+# -- shared -----------------------------------------------------------------------------------
+
+def quantile(buckets: dict[str, float], q: float) -> float:
+    """The q-quantile of a cumulative Prometheus histogram, interpolated within a bucket."""
+    edges = sorted(((float(le), c) for le, c in buckets.items()), key=lambda x: x[0])
+    total = edges[-1][1]
+    if not total:
+        return float("nan")
+    rank, prev_le, prev_c = q * total, 0.0, 0.0
+    for le, c in edges:
+        if c >= rank:
+            if le == float("inf"):
+                return prev_le
+            return prev_le + (le - prev_le) * ((rank - prev_c) / max(c - prev_c, 1e-9))
+        prev_le, prev_c = le, c
+    return prev_le
+
+
+def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {le: c - before.get(le, 0.0) for le, c in after.items()}
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def start_apiserver(lab: Lab, ns: str, data: Path, *extra: str) -> subprocess.Popen:
+    data.mkdir(parents=True, exist_ok=True)
+    proc = lab.popen(ns, [str(BIN / "meshnet-apiserver"), "--data-dir", str(data), "--listen",
+                          f"127.0.0.1:{API_PORT}", "--log-level", "warning", *extra],
+                     stdout=subprocess.PIPE, stderr=open(data / "apiserver.log", "ab"))
+    line = proc.stdout.readline()
+    if b"ready on" not in line:
+        raise SystemExit(f"apiserver did not start: {(data / 'apiserver.log').read_text()}")
+    return proc
+
+
+def start_proxy(lab: Lab, ns: str, kubeconfig: Path, log: Path, *, cpu: str | None = None,
+                ) -> subprocess.Popen:
+    argv = ["prlimit", "--nofile=20000", "--", str(BIN / "meshnet-proxy"), "--kubeconfig",
+            str(kubeconfig), "--node-name", "node-a", "--log-level", "warning",
+            "--no-lb-announce"]
+    if cpu is not None:
+        argv = ["taskset", "-c", cpu] + argv
+    return lab.popen(ns, argv, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+
+
+def proxy_ready(lab: Lab, ns: str, proxy: subprocess.Popen, log: Path) -> bool:
+    if proxy.poll() is not None:
+        raise SystemExit(f"meshnet-proxy exited: {log.read_text(errors='replace')[-3000:]}")
+    out = lab.run(ns, ["curl", "-sf", "http://127.0.0.1:10256/ready"])
+    return out.returncode == 0 and out.stdout == "ok"
+
+
+def driver(lab: Lab, ns: str, *args, timeout: float = 600) -> dict:
+    out = lab.run(ns, [PY, DRIVER, *map(str, args)], timeout=timeout)
+    if out.returncode != 0:
+        raise SystemExit(f"driver {args[0]} failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout)
+
+
+# -- 1. programming latency -------------------------------------------------------------------
+
+def bench_latency(lab: Lab, tmp: Path, sizes: list[int], changes: int) -> list[dict]:
+    ns = lab.netns("ctl")
+    data = tmp / "latency-api"
+    start_apiserver(lab, ns, data)
+    kubeconfig = data / "admin.kubeconfig"
+    rows, have = [], 0
+    for n in sizes:
+        made = driver(lab, ns, "populate", kubeconfig, have, n)
+        print(f"  created {made['created']} services+endpoints in {made['seconds']:.1f}s",
+              flush=True)
+        have = n
+        started = time.monotonic()
+        log = tmp / f"proxy-{n}.log"
+        proxy = start_proxy(lab, ns, kubeconfig, log)
+        wait_for(lambda: proxy_ready(lab, ns, proxy, log), "the first sync",
+                 timeout=300, interval=0.1)
+        first_sync_s = time.monotonic() - started
+        # Let start-up work finish first: the stale-address sweep lists every address on the
+        # netlink thread (pyroute2 is Python: seconds of GIL at 10,000), which showed as a
+        # 30-40 ms p99 for changes made in the first seconds after /ready.
+        time.sleep(SETTLE_S)
+        result = driver(lab, ns, "churn", kubeconfig, n, changes, 0.05)
+        lat = delta(result["after"]["meshnet_proxy_network_programming_latency_seconds"],
+                    result["before"]["meshnet_proxy_network_programming_latency_seconds"])
+        dur = delta(result["after"]["meshnet_proxy_sync_duration_seconds"],
+                    result["before"]["meshnet_proxy_sync_duration_seconds"])
+        writes = sorted(result["write_s"])
+        row = {"services": n, "changes": int(lat["+Inf"]),
+               "p50_ms": quantile(lat, 0.5) * 1000, "p99_ms": quantile(lat, 0.99) * 1000,
+               "sync_p99_ms": quantile(dur, 0.99) * 1000, "first_sync_s": first_sync_s,
+               "rss_mib": rss_mib(proxy.pid),
+               "api_write_p50_ms": writes[len(writes) // 2] * 1000}
+        print(f"  {row}", flush=True)
+        rows.append(row)
+        lab.stop(proxy)
+    return rows
+
+
+# -- 2. forwarding vs HAProxy -----------------------------------------------------------------
+
+HAPROXY_PROXY = """global
+    nbthread 1
+    maxconn 8000
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+frontend small
+    bind {node}:8081
+    default_backend small
+backend small
+    server s1 {backend}:8080
+frontend bulk
+    bind {node}:9001
+    default_backend bulk
+backend bulk
+    server s1 {backend}:9000
+"""
+
+HAPROXY_BACKEND = """global
+    nbthread 1
+    maxconn 8000
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+frontend web
+    bind :8080
+    http-request return status 200 content-type text/plain string "ok"
+"""
+
+
+def ensure_haproxy() -> str:
+    found = shutil.which("haproxy") or (os.path.exists("/usr/sbin/haproxy") and
+                                        "/usr/sbin/haproxy")
+    if not found:
+        print("  installing haproxy (apt-get)", flush=True)
+        subprocess.run(["apt-get", "install", "-y", "-q", "haproxy"], check=True,
+                       stdout=subprocess.DEVNULL)
+        found = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    version = subprocess.run([found, "-v"], capture_output=True, text=True).stdout
+    return found, version.splitlines()[0] if version else "?"
+
+
+def wrk(lab: Lab, ns: str, url: str, seconds: int, close: bool) -> dict:
+    argv = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", "-c16", f"-d{seconds}s", "--latency", url]
+    if close:
+        argv[5:5] = ["-H", "Connection: close"]
+    out = lab.run(ns, argv, timeout=seconds + 30).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
+    errors = re.search(r"Socket errors: (.*)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rate": rate, "p99_ms": float(p99.group(1)) * scale,
+            "errors": (errors.group(1) if errors else "") +
+                      (f" non-2xx {non2xx.group(1)}" if non2xx else "")}
+
+
+def bench_haproxy(lab: Lab, tmp: Path, seconds: int, profile: bool) -> tuple[list, dict]:
+    haproxy, version = ensure_haproxy()
+    node = lab.netns("node")
+    lab.bridge(node, "br0")
+    lab.addr(node, "br0", f"{NODE_IP}/24")
+    backend = lab.pod(node, "br0", "backend", f"{BACKEND_IP}/24", NODE_IP)
+    client = lab.pod(node, "br0", "client", "10.244.1.10/24", NODE_IP)
+    for ns in (node, backend, client):
+        lab.run(ns, ["sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1",
+                     "net.ipv4.ip_local_port_range=10000 65000"])
+    (tmp / "backend.cfg").write_text(HAPROXY_BACKEND)
+    lab.popen(backend, ["taskset", "-c", LOAD_CPU, haproxy, "-f", str(tmp / "backend.cfg"),
+                        "-db"], stdout=subprocess.DEVNULL, stderr=open(tmp / "backend.log", "ab"))
+    bulk_file = tmp / "bulk.bin"
+    with open(bulk_file, "wb") as f:
+        block = os.urandom(1 << 20)
+        for _ in range(BULK_FILE_MIB):
+            f.write(block)
+    bulk = lab.popen(backend, ["taskset", "-c", LOAD_CPU, PY, DRIVER, "bulk-serve", "9000",
+                               str(bulk_file), str(BULK_REPEAT)], stdout=subprocess.PIPE)
+    assert b"ready" in bulk.stdout.readline()
+    (tmp / "proxy.cfg").write_text(HAPROXY_PROXY.format(node=NODE_IP, backend=BACKEND_IP))
+    lab.popen(node, ["taskset", "-c", PROXY_CPU, haproxy, "-f", str(tmp / "proxy.cfg"), "-db"],
+              stdout=subprocess.DEVNULL, stderr=open(tmp / "haproxy.log", "ab"))
+
+    data = tmp / "fwd-api"
+    start_apiserver(lab, node, data)
+    kubeconfig = data / "admin.kubeconfig"
+    driver(lab, node, "objects", kubeconfig, json.dumps([
+        {"op": "create", "plural": "pods", "body": {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "backend", "labels": {"app": "web"}},
+            "spec": {"nodeName": "node-a", "containers": [{"name": "c", "image": "x"}]}}},
+        {"op": "status", "plural": "pods", "name": "backend", "body": {
+            "phase": "Running", "podIP": BACKEND_IP, "podIPs": [{"ip": BACKEND_IP}],
+            "conditions": [{"type": "Ready", "status": "True"}]}},
+        {"op": "create", "plural": "services", "body": {
+            "apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+            "spec": {"clusterIP": CLUSTER_IP, "selector": {"app": "web"}, "ports": [
+                {"name": "http", "port": 80, "targetPort": 8080},
+                {"name": "bulk", "port": 9000, "targetPort": 9000}]}}}]))
+    log = tmp / "proxy-fwd.log"
+    proxy = start_proxy(lab, node, kubeconfig, log, cpu=PROXY_CPU)
+    wait_for(lambda: proxy_ready(lab, node, proxy, log) and
+             wrk(lab, client, f"http://{CLUSTER_IP}/", 1, False)["rate"] > 0,
+             "the ClusterIP to answer", timeout=60, interval=0.2)
+
+    targets = {"meshnet-proxy": (CLUSTER_IP, 80, 9000), "haproxy": (NODE_IP, 8081, 9001)}
+    results: dict[str, dict] = {name: {} for name in targets}
+    # Alternate the two, ROUNDS times, and keep the median: the machine may be shared, and
+    # alternating spreads any outside load over both.
+    for mode, close in (("keep-alive", False), ("new connection", True)):
+        runs: dict[str, list] = {name: [] for name in targets}
+        for _ in range(ROUNDS):
+            for name, (ip, port, _) in targets.items():
+                runs[name].append(wrk(lab, client, f"http://{ip}:{port}/", seconds, close))
+        for name in targets:
+            ordered = sorted(runs[name], key=lambda r: r["rate"])
+            results[name][mode] = dict(ordered[len(ordered) // 2],
+                                       rates=[round(r["rate"]) for r in runs[name]])
+            print(f"  {name} {mode}: {results[name][mode]}", flush=True)
+    bulk_runs: dict[str, list] = {name: [] for name in targets}
+    for _ in range(3):
+        for name, (ip, _, bulk_port) in targets.items():
+            r = driver(lab, client, "bulk-get", ip, bulk_port)
+            assert r["bytes"] == BULK_FILE_MIB * BULK_REPEAT << 20, r
+            bulk_runs[name].append(r["bytes"] / r["seconds"] / (1 << 30))
+    for name in targets:
+        results[name]["bulk"] = {"gib_s": max(bulk_runs[name])}
+        print(f"  {name} bulk: {bulk_runs[name]}", flush=True)
+    profiles = {}
+    lab.stop(proxy)
+    if profile:
+        profiles = profile_proxy(lab, node, client, kubeconfig, tmp, seconds)
+    return [version, results], profiles
+
+
+def profile_proxy(lab: Lab, node: str, client: str, kubeconfig: Path, tmp: Path,
+                  seconds: int) -> dict:
+    """The proxy again, under cProfile (py-spy cannot read this Python build), through each
+    load: the functions with the most own time. cProfile slows the proxy down; the shares
+    are what count."""
+    import pstats
+
+    out = {}
+    for mode, close in (("keep-alive", False), ("new connection", True)):
+        stats = tmp / f"profile-{mode.replace(' ', '-')}.prof"
+        log = tmp / "proxy-profile.log"
+        proc = lab.popen(node, ["taskset", "-c", PROXY_CPU, PY, "-m", "cProfile", "-o",
+                                str(stats), "-m", "meshnet.proxy.main", "--kubeconfig",
+                                str(kubeconfig), "--node-name", "node-a", "--log-level",
+                                "warning", "--no-lb-announce"],
+                         stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+        wait_for(lambda: proxy_ready(lab, node, proc, log), "the profiled proxy", timeout=60,
+                 interval=0.2)
+        wrk(lab, client, f"http://{CLUSTER_IP}/", seconds, close)
+        lab.stop(proc)
+        st = pstats.Stats(str(stats))
+        total = sum(v[2] for v in st.stats.values()) or 1.0
+        top = sorted(st.stats.items(), key=lambda kv: -kv[1][2])[:8]
+        out[mode] = [(f"{Path(f).name}:{line} {fn}", round(100 * v[2] / total, 1))
+                     for (f, line, fn), v in top]
+    return out
+
+
+# -- report -----------------------------------------------------------------------------------
+
+def report(latency: list[dict], fwd, profiles: dict) -> str:
+    now = datetime.datetime.now()
+    lines = [f"# meshnet-proxy benchmark, {now:%Y-%m-%d %H:%M}", "",
+             f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+             f"{platform.python_version()}, {platform.platform()}.", ""]
+    if latency:
+        lines += ["## Network programming latency (Endpoints change -> table swap)", "",
+                  "The proxy's own histogram: from the change reaching the proxy (watch event) "
+                  "to the swap that publishes it; changes 50 ms apart to random services, "
+                  f"starting {SETTLE_S:g} s after the proxy reported ready.", "",
+                  "| services | changes | p50 | p99 | sync p99 | first sync | proxy RSS |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in latency:
+            lines.append(f"| {r['services']:,} | {r['changes']} | {r['p50_ms']:.2f} ms | "
+                         f"{r['p99_ms']:.2f} ms | {r['sync_p99_ms']:.2f} ms | "
+                         f"{r['first_sync_s']:.1f} s | {r['rss_mib']:.0f} MiB |")
+        if len(latency) >= 2:
+            ratio = latency[-1]["p99_ms"] / latency[0]["p99_ms"]
+            lines += ["", f"p99 at {latency[-1]['services']:,} / p99 at "
+                          f"{latency[0]['services']:,}: **{ratio:.2f}×** (target ≤ 2×); "
+                          f"worst p99 {max(r['p99_ms'] for r in latency):.1f} ms "
+                          f"(target < 100 ms)."]
+        lines.append("")
+    if fwd:
+        version, res = fwd
+        m, h = res["meshnet-proxy"], res["haproxy"]
+        lines += ["## Forwarding vs HAProxy", "",
+                  f"Same run, same backend (one-thread HAProxy answering `200 ok`; a sendfile "
+                  f"bulk server), proxy under test pinned to CPU {PROXY_CPU}, backend and "
+                  f"load generator (wrk, 1 thread, 16 connections) to CPU {LOAD_CPU}. "
+                  f"Reference: {version}, TCP mode, nbthread 1. Ratio: meshnet / HAProxy "
+                  f"(rate, throughput: higher is better; p99: HAProxy / meshnet).", "",
+                  f"Requests/s and p99: median of {ROUNDS} runs (--seconds each), alternating the two; "
+                  "bulk: best of 3.", "",
+                  "| measure | meshnet-proxy | HAProxy | ratio | target |", "|---|---|---|---|---|"]
+        for mode, target in (("keep-alive", "≥ 0.7"), ("new connection", "≥ 0.7")):
+            a, b = m[mode], h[mode]
+            lines.append(f"| requests/s, HTTP {mode} | {a['rate']:,.0f} | {b['rate']:,.0f} | "
+                         f"**{a['rate'] / b['rate']:.2f}** | {target} |")
+            lines.append(f"| p99 latency, {mode} | {a['p99_ms']:.2f} ms | {b['p99_ms']:.2f} ms "
+                         f"| {b['p99_ms'] / a['p99_ms']:.2f} | — |")
+        a, b = m["bulk"]["gib_s"], h["bulk"]["gib_s"]
+        lines.append(f"| bulk download (1 GiB, best of 3) | {a:.2f} GiB/s | {b:.2f} GiB/s | "
+                     f"**{a / b:.2f}** | ≥ 0.9 |")
+        errors = {f"{n} {k}": v["errors"] for n, r in res.items() for k, v in r.items()
+                  if isinstance(v, dict) and v.get("errors")}
+        if errors:
+            lines += ["", f"wrk errors: {errors}"]
+        lines.append("")
+    if profiles:
+        lines += ["## Where meshnet-proxy spends its time (cProfile, share of own time)", ""]
+        for mode, top in profiles.items():
+            lines.append(f"- {mode}: " + "; ".join(f"`{n}` {p}%" for n, p in top))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--sizes", default="1000,10000")
+    p.add_argument("--changes", type=int, default=200)
+    p.add_argument("--seconds", type=int, default=8)
+    p.add_argument("--skip-latency", action="store_true")
+    p.add_argument("--skip-haproxy", action="store_true")
+    p.add_argument("--profile", action="store_true", help="profile the proxy under load (cProfile)")
+    args = p.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("bench_proxy.py needs root (network namespaces)")
+    lab = Lab()
+    latency, fwd, profiles = [], None, {}
+    with tempfile.TemporaryDirectory(prefix="bench-proxy-") as tmp_name:
+        tmp = Path(tmp_name)
+        try:
+            if not args.skip_latency:
+                print("network programming latency", flush=True)
+                latency = bench_latency(lab, tmp, [int(s) for s in args.sizes.split(",")],
+                                        args.changes)
+            if not args.skip_haproxy:
+                print("forwarding vs haproxy", flush=True)
+                fwd, profiles = bench_haproxy(lab, tmp, args.seconds, args.profile)
+        finally:
+            lab.cleanup()
+    text = report(latency, fwd, profiles)
+    print(text)
+    out = HERE / "results" / f"proxy-{datetime.date.today():%Y-%m-%d}.md"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(text + "\n")
+    print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main()
