@@ -22,17 +22,11 @@ from pathlib import Path
 
 from aiohttp import web
 
+from meshnet.client.kubeconfig import meshnet_data_dir
+
 log = logging.getLogger("meshnet.apiserver")
 
 SHUTDOWN_GRACE_S = 5.0
-
-
-def default_data_dir() -> str:
-    if os.environ.get("MESHNET_DATA_DIR"):
-        return os.environ["MESHNET_DATA_DIR"]
-    if os.geteuid() == 0:
-        return "/var/lib/meshnet"
-    return str(Path.home() / ".local/share/meshnet")
 
 
 def parse_host_port(text: str, default_port: int) -> tuple[str, int]:
@@ -81,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Kubernetes-compatible API server (HTTPS) with meshnet's controllers. "
                     "On first start it writes a CA, a serving certificate, an admin token and "
                     "admin.kubeconfig into the data dir.")
-    p.add_argument("--data-dir", default=default_data_dir(),
+    p.add_argument("--data-dir", default=meshnet_data_dir(),
                    help="where credentials and the embedded store live (default: "
                         "$MESHNET_DATA_DIR, else /var/lib/meshnet as root, else "
                         "~/.local/share/meshnet)")

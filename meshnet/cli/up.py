@@ -30,7 +30,7 @@ from pathlib import Path
 import yaml
 
 from meshnet.api.resources import lookup
-from meshnet.client.kubeconfig import Kubeconfig
+from meshnet.client.kubeconfig import Kubeconfig, meshnet_data_dir
 from meshnet.client.rest import RestClient
 from meshnet.cluster import hostnet, plan as planmod, supervisor as sup
 from meshnet.cluster.plan import ClusterPlan, PlanError
@@ -54,11 +54,7 @@ EXAMPLES = """Examples:
 
 def default_data_dir() -> str:
     """As meshnet-apiserver's --data-dir default (its admin.kubeconfig is the one we use)."""
-    if os.environ.get("MESHNET_DATA_DIR"):
-        return os.environ["MESHNET_DATA_DIR"]
-    if os.geteuid() == 0:
-        return "/var/lib/meshnet"
-    return str(Path.home() / ".local/share/meshnet")
+    return meshnet_data_dir()
 
 
 def _data_dir_flag(p) -> None:
