@@ -12,7 +12,6 @@ import asyncio
 import dataclasses
 import ipaddress
 import logging
-import os
 import signal
 import socket
 import ssl
