@@ -16,7 +16,6 @@ from meshnet.dns.zone import ZoneConfig, ZoneTable, compile_zone
 
 from fakes import (FakeUpstream, endpoints, question, rr_text, sample_objects, service,
                    tcp_exchange, udp_exchange)
-from fakes import pod as pod_obj  # noqa: F401
 
 BIG = [f"10.244.1.{i}" for i in range(1, 41)]
 
