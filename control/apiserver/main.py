@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "a free port and writes it into the kubeconfig)")
     p.add_argument("--store", default="",
                    help="storage backend: empty = embedded SQLite in the data dir, "
-                        "sqlite:///path.db, etcd://host:port[,host:port] (a later issue)")
+                        "sqlite:///path.db, or etcd://host:port[,host:port][?prefix=/meshnet]")
     p.add_argument("--service-cidr", default="10.96.0.0/12",
                    help="ClusterIP range (default 10.96.0.0/12)")
     p.add_argument("--node-port-range", default="30000-32767",

@@ -6,12 +6,14 @@ import os
 
 from .base import (Compacted, Event, KeyExists, KeyNotFound, KeyValue, Op, RevisionMismatch,
                    Store, StoreError, WatchClosed, Watcher)
+from .etcd import EtcdStore, WatchCompacted, parse_etcd_url
 from .sqlite import SQLiteStore
 
 __all__ = [
-    "BackendNotImplemented", "Compacted", "Event", "KeyExists", "KeyNotFound", "KeyValue", "Op",
+    "BackendNotImplemented", "Compacted", "EtcdStore", "Event", "KeyExists", "KeyNotFound", "KeyValue", "Op",
     "RevisionMismatch",
-    "SQLiteStore", "Store", "StoreError", "WatchClosed", "Watcher", "open_store",
+    "SQLiteStore", "Store", "StoreError", "WatchClosed", "WatchCompacted", "Watcher",
+    "open_store",
 ]
 
 DEFAULT_DB_NAME = "store.db"
@@ -26,7 +28,10 @@ def open_store(url: str, data_dir: str, **options: object) -> Store:
 
     "" or "sqlite"          -> SQLite at <data_dir>/store.db (the default)
     "sqlite:///abs/path.db" -> SQLite at that absolute path
-    "etcd://host:port,..."  -> not available yet (etcd backend arrives in a later issue)
+    "etcd://host:port[,host:port...][?prefix=/meshnet]"
+                            -> etcd (its JSON gateway on the client port), keys under prefix
+                               (default /meshnet); requests fail over between the endpoints
+    "etcds://..."           -> not available yet (TLS to etcd)
     `options` go to the backend's constructor (e.g. history_seconds).
     """
     if url in ("", "sqlite"):
@@ -38,9 +43,13 @@ def open_store(url: str, data_dir: str, **options: object) -> Store:
                              "(three slashes, then an absolute path), or just 'sqlite' for "
                              f"{os.path.join(data_dir, DEFAULT_DB_NAME)}")
         return SQLiteStore(path, **options)
-    if url.startswith(("etcd://", "etcds://")):
-        raise BackendNotImplemented(f"store URL {url!r}: the etcd backend is not implemented "
-                                    "yet (it arrives in a later issue); use 'sqlite' (the "
-                                    "default) for now")
+    if url.startswith("etcd://"):
+        endpoints, prefix = parse_etcd_url(url)
+        return EtcdStore(endpoints, prefix=prefix, **options)
+    if url.startswith("etcds://"):
+        raise BackendNotImplemented(f"store URL {url!r}: TLS to etcd is not implemented yet; "
+                                    "use etcd:// on a trusted network (loopback, the lab "
+                                    "underlay) for now")
     raise StoreError(f"store URL {url!r}: unsupported scheme; use '' or 'sqlite' "
-                     f"(<data_dir>/{DEFAULT_DB_NAME}) or 'sqlite:///absolute/path.db'")
+                     f"(<data_dir>/{DEFAULT_DB_NAME}), 'sqlite:///absolute/path.db' or "
+                     "'etcd://host:port[,host:port...]'")

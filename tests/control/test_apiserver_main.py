@@ -37,7 +37,8 @@ BAD = [
     ("bad service cidr", ["--service-cidr", "10.96.0.0/33"], "10.96.0.0/33"),
     ("bad node port range", ["--node-port-range", "40000-30000"], "--node-port-range"),
     ("bad lb pool", ["--lb-pool", "bogus"], "--lb-pool 'bogus'"),
-    ("etcd not yet", ["--store", "etcd://127.0.0.1:2379"], "etcd backend"),
+    ("etcd unreachable", ["--store", "etcd://127.0.0.1:1"], "is etcd running"),
+    ("store scheme", ["--store", "mysql://127.0.0.1:1"], "unsupported scheme"),
 ]
 
 
