@@ -66,6 +66,8 @@ class Options:
     cluster_cidr: str = "10.244.0.0/16"
     node_monitor_grace_period_s: float = 40.0
     pod_eviction_timeout_s: float = 300.0
+    leader_elect: bool = True
+    leader_lease_duration_s: float = 15.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 40s)")
     p.add_argument("--pod-eviction-timeout", default="5m",
                    help="pods of a node NotReady for this long are deleted (default 5m)")
+    p.add_argument("--leader-elect", default="true", choices=["true", "false"],
+                   help="run the controllers only while holding the Lease "
+                        "kube-system/meshnet-controller-manager, so that several API servers "
+                        "can share one store (default true)")
+    p.add_argument("--leader-lease-duration", default="15s",
+                   help="a leader (and an API server's identity Lease) not renewed for this "
+                        "long is replaced (default 15s)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--watch-history-seconds", type=float, default=900.0,
                    help="keep watch history at least this long (default 900); older "
@@ -124,6 +133,10 @@ def parse_options(argv: list[str] | None) -> Options:
     try:
         grace_s = parse_duration_s(args.node_monitor_grace_period)
         eviction_s = parse_duration_s(args.pod_eviction_timeout)
+        lease_s = parse_duration_s(args.leader_lease_duration)
+        if lease_s < 1:
+            raise ValueError(f"--leader-lease-duration {args.leader_lease_duration!r}: must be "
+                             f"at least 1s")
         ipaddress.ip_network(args.cluster_cidr, strict=True)
         host, port = parse_host_port(args.listen, 6443)
         ipaddress.ip_network(args.service_cidr, strict=False)
@@ -135,7 +148,8 @@ def parse_options(argv: list[str] | None) -> Options:
                    args.node_port_range, args.lb_pool, args.cluster_domain,
                    tuple(args.advertise_address), args.log_level, args.watch_history_seconds,
                    args.watch_history_min_events, args.compaction_interval_seconds,
-                   args.watch_bookmark_interval_seconds, args.cluster_cidr, grace_s, eviction_s)
+                   args.watch_bookmark_interval_seconds, args.cluster_cidr, grace_s, eviction_s,
+                   args.leader_elect == "true", lease_s)
 
 
 def advertise_address(opts: Options) -> str:
@@ -165,6 +179,7 @@ async def serve(opts: Options, *, ready: asyncio.Event | None = None,
     from meshnet.control.apiserver.certs import ensure_credentials, write_kubeconfig, admin_token
     from meshnet.control.apiserver.registry import Registry
     from meshnet.control.controllers import ControllerConfig, install_admission, start_controllers
+    from meshnet.control.controllers.leader import IdentityLease, LeaderElector
     from meshnet.control.store import open_store
 
     address = advertise_address(opts)
@@ -185,6 +200,7 @@ async def serve(opts: Options, *, ready: asyncio.Event | None = None,
     registry = Registry(store)
     runner = None
     manager = None
+    identity_lease = None
     try:
         app = make_app(registry, creds.tokens, f"{address}:{opts.listen_port}",
                        bookmark_interval_s=opts.bookmark_interval_s)
@@ -201,8 +217,17 @@ async def serve(opts: Options, *, ready: asyncio.Event | None = None,
                              creds.ca_cert.read_bytes(), admin_token(creds.tokens))
         config = dataclasses.replace(config, advertise_port=port)
         install_admission(registry, config)
-        manager = start_controllers(registry, config)
+        identity = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+        elector = None
+        if opts.leader_elect:
+            elector = LeaderElector(registry, identity,
+                                    lease_duration_s=opts.leader_lease_duration_s)
+        manager = start_controllers(registry, config, elector=elector)
         await manager.start()
+        # After the built-in namespaces exist (start() ensures them on every server).
+        identity_lease = IdentityLease(registry, identity,
+                                       lease_duration_s=opts.leader_lease_duration_s)
+        await identity_lease.start()
         log.info("meshnet-apiserver serving on https://%s:%d (data dir %s, kubeconfig %s)",
                  opts.listen_host, port, opts.data_dir, creds.kubeconfig)
         print(f"meshnet-apiserver ready on https://{opts.listen_host}:{port} "
@@ -211,6 +236,8 @@ async def serve(opts: Options, *, ready: asyncio.Event | None = None,
             ready.set()
         await (stop.wait() if stop is not None else asyncio.Event().wait())
     finally:
+        if identity_lease is not None:
+            await identity_lease.stop()
         if manager is not None:
             await manager.stop()
         if runner is not None:

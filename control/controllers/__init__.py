@@ -13,10 +13,19 @@ state the hook uses), installing it first if that was not done.
 Start order matters: the namespaces must exist before the bootstrap Services are created in
 them, and the repair pass must have rebuilt the allocation state before anything allocates
 (the hook also loads it lazily, so a request served before `start()` is safe too).
+
+With an `elector` (a `LeaderElector`, as every meshnet-apiserver passes) the controllers run
+only while this server holds the leader Lease: `start()` ensures the built-in namespaces, runs
+the first election round and, if it won, starts the controllers before returning (a lone server
+is fully up when it says ready); afterwards a follower task starts a fresh set of controllers on
+every acquisition and stops them on every loss. Stopped controllers are not restarted (their
+queues are shut down): each term of leadership builds new ones. Admission hooks stay installed
+on every server.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import weakref
 
@@ -26,6 +35,7 @@ from meshnet.control.controllers.deployment import DeploymentController
 from meshnet.control.controllers.endpoints import EndpointsController
 from meshnet.control.controllers.events import record_event
 from meshnet.control.controllers.gc import GarbageCollector
+from meshnet.control.controllers.leader import LeaderElector
 from meshnet.control.controllers.loadbalancer import LoadBalancerController
 from meshnet.control.controllers.namespaces import NamespaceController
 from meshnet.control.controllers.nodeipam import NodeIpamController
@@ -56,10 +66,19 @@ def install_admission(registry, config: ControllerConfig) -> ServiceAllocators:
 class ControllerManager:
     """All in-process controllers, started and stopped in order."""
 
-    def __init__(self, registry, config: ControllerConfig):
+    def __init__(self, registry, config: ControllerConfig, *,
+                 elector: LeaderElector | None = None):
         self.registry = registry
         self.config = config
+        self.elector = elector
         self.allocators = install_admission(registry, config)
+        self._started: list = []
+        self._changed = asyncio.Event()
+        self._follow_task: asyncio.Task | None = None
+        self._build()
+
+    def _build(self) -> None:
+        registry, config = self.registry, self.config
         self.repair = RepairLoop(self.allocators)
         self.namespaces = NamespaceController(registry)
         self.endpoints = EndpointsController(registry)
@@ -76,25 +95,70 @@ class ControllerManager:
         self.controllers = [self.namespaces, self.endpoints, self.loadbalancer, self.bootstrap,
                             self.nodeipam, self.scheduler, self.replicasets, self.deployments,
                             self.statefulsets, self.gc, self.nodelifecycle]
-        self._started: list = []
 
     def __repr__(self) -> str:
         names = ",".join(c.name for c in self.controllers)
-        return f"<ControllerManager [{names}] started={len(self._started)}>"
+        leader = "" if self.elector is None else f" leader={self.elector.is_leader}"
+        return f"<ControllerManager [{names}] started={len(self._started)}{leader}>"
 
     async def start(self) -> None:
+        await self.namespaces.ensure_defaults()
+        if self.elector is None:
+            await self._start_controllers()
+            return
+        self.elector.on_change = lambda leading: self._changed.set()
+        await self.elector.start()
+        self._changed.clear()
+        if self.elector.is_leader:
+            await self._start_controllers()
+        self._follow_task = asyncio.create_task(self._follow(), name="controller-manager:follow")
+
+    async def _follow(self) -> None:
+        """Bring the running controllers in line with leadership whenever it changes."""
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            leading = self.elector.is_leader
+            if leading and not self._started:
+                try:
+                    await self._start_controllers()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("starting the controllers failed; trying again")
+                    self._build()
+                    await asyncio.sleep(1.0)
+                    self._changed.set()
+            elif not leading and self._started:
+                log.info("not the leader any more: stopping the controllers")
+                await self._stop_controllers()
+                self._build()  # stopped controllers cannot start again
+
+    async def _start_controllers(self) -> None:
         try:
-            await self.namespaces.ensure_defaults()
             await self.repair.start()
             self._started.append(self.repair)
             for controller in self.controllers:
                 await controller.start()
                 self._started.append(controller)
         except BaseException:
-            await self.stop()
+            await self._stop_controllers()
             raise
 
     async def stop(self) -> None:
+        """Stop campaigning, stop the controllers, then release the lease (never overlapping
+        a successor's controllers)."""
+        if self._follow_task is not None:
+            self._follow_task.cancel()
+            await asyncio.gather(self._follow_task, return_exceptions=True)
+            self._follow_task = None
+        if self.elector is not None:
+            await self.elector.stop()
+        await self._stop_controllers()
+        if self.elector is not None:
+            await self.elector.release()
+
+    async def _stop_controllers(self) -> None:
         while self._started:
             part = self._started.pop()
             try:
@@ -108,6 +172,7 @@ class ControllerManager:
             await controller.wait_idle(timeout_s)
 
 
-def start_controllers(registry, config: ControllerConfig) -> ControllerManager:
+def start_controllers(registry, config: ControllerConfig, *,
+                      elector: LeaderElector | None = None) -> ControllerManager:
     """The controllers for registry, not yet running: `await manager.start()`."""
-    return ControllerManager(registry, config)
+    return ControllerManager(registry, config, elector=elector)

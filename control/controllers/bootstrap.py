@@ -3,7 +3,10 @@
 - `default/kubernetes`: ClusterIP = first address of the service range, port `https` 443 -> the
   API server's port, no selector; its Endpoints (written here, since no selector means the
   endpoints controller never touches them) list the advertise address and port, as
-  kube-apiserver's endpoint reconciler does.
+  kube-apiserver's endpoint reconciler does. With several API servers they list every live
+  one: each keeps an identity Lease in kube-system (see leader.py) and this controller, running
+  on the leader only, publishes the unexpired ones (plus itself), re-checking when the next
+  one would expire (kube-apiserver's `--endpoint-reconciler-type=lease`).
 - `kube-system/kube-dns`: ClusterIP = 10th address of the range, ports `dns` 53/UDP, `dns-tcp`
   53/TCP, `metrics` 9153/TCP, selecting `k8s-app: kube-dns` (what kubeadm installs for CoreDNS).
 
@@ -15,12 +18,15 @@ may edit them (as in kube, where only the `kubernetes` Service's Endpoints are e
 from __future__ import annotations
 
 import logging
+import time
+from typing import Callable
 
 from meshnet.api import errors
 from meshnet.api.resources import lookup
 from meshnet.control.controllers.base import Controller, object_key
 from meshnet.control.controllers.config import ControllerConfig
 from meshnet.control.controllers.endpoints import canonical_subsets
+from meshnet.control.controllers.leader import LEASE_NAMESPACE, LEASES, live_identities
 
 log = logging.getLogger("meshnet.controllers.bootstrap")
 
@@ -47,9 +53,20 @@ def kubernetes_service(config: ControllerConfig) -> dict:
     }
 
 
-def kubernetes_subsets(config: ControllerConfig) -> list[dict]:
-    return [{"addresses": [{"ip": config.advertise_address}],
-             "ports": [{"name": "https", "port": config.advertise_port, "protocol": "TCP"}]}]
+def kubernetes_subsets(config: ControllerConfig, leases=(), now: float = 0.0) -> list[dict]:
+    """This server and every API server with a live identity lease; one subset per port."""
+    by_port: dict[int, set[str]] = {config.advertise_port: {config.advertise_address}}
+    for ip, port, _ in live_identities(leases, now):
+        by_port.setdefault(port, set()).add(ip)
+    return [{"addresses": [{"ip": ip} for ip in sorted(ips)],
+             "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}
+            for port, ips in sorted(by_port.items())]
+
+
+def next_expiry_s(leases, now: float) -> float | None:
+    """Seconds until the first live identity lease expires (the Endpoints change then)."""
+    expiries = [expires for _, _, expires in live_identities(leases, now)]
+    return min(expiries) - now if expiries else None
 
 
 def kube_dns_service(config: ControllerConfig) -> dict:
@@ -77,12 +94,18 @@ def kube_dns_service(config: ControllerConfig) -> dict:
 class BootstrapController(Controller):
     name = "bootstrap"
 
-    def __init__(self, registry, config: ControllerConfig):
+    def __init__(self, registry, config: ControllerConfig, *,
+                 clock: Callable[[], float] = time.time):
         super().__init__(registry)
         self.config = config
+        self.clock = clock
         self.default_services = self.informer(SERVICES, "default")
         self.system_services = self.informer(SERVICES, "kube-system")
         self.default_endpoints = self.informer(ENDPOINTS, "default")
+        self.leases = self.informer(LEASES, LEASE_NAMESPACE)
+        self.leases.add_handlers(on_add=self._lease_event,
+                                 on_update=lambda old, new: self._lease_event(new),
+                                 on_delete=self._lease_event)
         for inf in (self.default_services, self.system_services):
             inf.add_handlers(on_delete=self._service_event)
         self.default_endpoints.add_handlers(on_add=self._endpoints_event,
@@ -97,6 +120,9 @@ class BootstrapController(Controller):
     def _endpoints_event(self, ep: dict) -> None:
         if object_key(ep) == KUBERNETES_KEY:
             self.queue.add(f"endpoints:{KUBERNETES_KEY}")
+
+    def _lease_event(self, lease: dict) -> None:
+        self.queue.add(f"endpoints:{KUBERNETES_KEY}")
 
     async def prepare(self) -> None:
         for key in SERVICE_KEYS:
@@ -126,7 +152,12 @@ class BootstrapController(Controller):
         log.info("created Service %s", key)
 
     async def _ensure_kubernetes_endpoints(self) -> None:
-        want = kubernetes_subsets(self.config)
+        now = self.clock()
+        leases = self.leases.list()
+        want = kubernetes_subsets(self.config, leases, now)
+        expiry = next_expiry_s(leases, now)
+        if expiry is not None:  # a silent server drops out when its lease expires
+            self.queue.add_after(f"endpoints:{KUBERNETES_KEY}", expiry + 0.05)
         current = self.default_endpoints.get(KUBERNETES_KEY)
         if current is None:
             try:
@@ -143,5 +174,5 @@ class BootstrapController(Controller):
             return
         await self.registry.update(ENDPOINTS, "default", "kubernetes",
                                    {**current, "subsets": want})
-        log.info("Endpoints default/kubernetes set to %s:%d", self.config.advertise_address,
-                 self.config.advertise_port)
+        log.info("Endpoints default/kubernetes set to %s",
+                 [(a["ip"], s["ports"][0]["port"]) for s in want for a in s["addresses"]])
