@@ -20,7 +20,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -342,6 +341,237 @@ def test_statefulset_headless_dns_from_another_pod(cluster):
              timeout=45, interval=0.5)
     cluster.meshctl("delete", "-f", str(db))
     cluster.meshctl("delete", "-f", str(client_yaml))
+
+
+# The cheat sheet's ConfigMap and Secret (my-namespace), and two pods: one takes both as env
+# vars and as files, the other takes nothing. The mountPaths carry the cluster's name: the
+# agent creates a missing mountPath on the node as an empty directory, and no two test runs
+# should share one.
+CONFIG = """\
+apiVersion: v1
+kind: Namespace
+metadata: {{name: my-namespace}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: mysql-configmap, namespace: my-namespace}}
+data:
+  db_url: mysql-service.database
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: mysql-secret, namespace: my-namespace}}
+type: Opaque
+data:
+  mysql-root-password: cGFzc3dvcmQ=
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: mysql-client, namespace: my-namespace, labels: {{app: config}}}}
+spec:
+  containers:
+  - name: sh
+    image: busybox
+    command: [sleep, "3600"]
+    env:
+    - name: DB_URL
+      valueFrom: {{configMapKeyRef: {{name: mysql-configmap, key: db_url}}}}
+    - name: MYSQL_ROOT_PASSWORD
+      valueFrom: {{secretKeyRef: {{name: mysql-secret, key: mysql-root-password}}}}
+    volumeMounts:
+    - {{name: config, mountPath: {config_dir}}}
+    - {{name: secret, mountPath: {secret_dir}, readOnly: true}}
+  volumes:
+  - {{name: config, configMap: {{name: mysql-configmap}}}}
+  - {{name: secret, secret: {{secretName: mysql-secret}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: bystander, namespace: my-namespace, labels: {{app: config}}}}
+spec:
+  containers:
+  - {{name: sh, image: busybox, command: [sleep, "3600"]}}
+"""
+# Two echo pods behind a Service and an Ingress, probed every second on the echo image's
+# /healthz and /livez, which /control/ready?ok=0 and /control/live?ok=0 turn to 503.
+PROBED = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: probed}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: probed}}
+  template:
+    metadata: {labels: {app: probed}}
+    spec:
+      terminationGracePeriodSeconds: 2
+      containers:
+      - name: echo
+        image: meshnet/echo
+        ports: [{containerPort: 8080}]
+        readinessProbe:
+          httpGet: {path: /healthz, port: 8080}
+          periodSeconds: 1
+          failureThreshold: 1
+        livenessProbe:
+          httpGet: {path: /livez, port: 8080}
+          periodSeconds: 1
+          failureThreshold: 2
+---
+apiVersion: v1
+kind: Service
+metadata: {name: probed}
+spec:
+  selector: {app: probed}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: probed}
+spec:
+  rules:
+  - host: probed.test
+    http:
+      paths:
+      - path: /
+        pathType: Prefix
+        backend: {service: {name: probed, port: {number: 80}}}
+"""
+
+
+def test_configmap_and_secret_reach_one_pod_as_env_and_files(cluster):
+    config_dir, secret_dir = f"/etc/{cluster.name}-config", f"/etc/{cluster.name}-secret"
+    manifest = cluster.tmp / "config.yaml"
+    manifest.write_text(CONFIG.format(config_dir=config_dir, secret_dir=secret_dir))
+    cluster.meshctl("apply", "-f", str(manifest))
+    wait_for(lambda: len([p for p in cluster.json("get", "pods", "-n", "my-namespace",
+                                                  "-l", "app=config")["items"]
+                          if p["status"].get("phase") == "Running"]) == 2,
+             "mysql-client and bystander to run", timeout=60, interval=0.3)
+
+    def sh(pod, script):
+        return cluster.meshctl("exec", "-n", "my-namespace", pod, "--", "sh", "-c", script,
+                               check=False)
+    read = ('echo "env db=$DB_URL pw=$MYSQL_ROOT_PASSWORD"; '
+            f'echo "file db=$(cat {config_dir}/db_url) pw=$(cat {secret_dir}/mysql-root-password)"')
+    mine = sh("mysql-client", read)
+    assert mine.returncode == 0, mine.stderr
+    assert mine.stdout == ("env db=mysql-service.database pw=password\n"
+                           "file db=mysql-service.database pw=password\n"), mine.stdout
+    # The secret volume is read-only, as requested.
+    denied = sh("mysql-client", f"echo x > {secret_dir}/mysql-root-password")
+    assert denied.returncode != 0
+    # The other pod in the same namespace sees neither the variables nor the files.
+    other = sh("bystander", read)
+    assert "env db= pw=\n" in other.stdout, other.stdout
+    assert "mysql-service" not in other.stdout and "password" not in other.stdout
+    listing = sh("bystander", f"ls -A {config_dir} {secret_dir} 2>/dev/null; true")
+    assert "db_url" not in listing.stdout and "mysql-root-password" not in listing.stdout
+    # Nor does the node: the files exist only in the pod's mount namespace.
+    assert not Path(config_dir, "db_url").exists()
+    assert not Path(secret_dir, "mysql-root-password").exists()
+    # Deleting the namespace deletes what is in it (`delete -f` would then find pods gone).
+    cluster.meshctl("delete", "namespace", "my-namespace")
+    wait_for(lambda: cluster.meshctl("get", "namespace", "my-namespace",
+                                     check=False).returncode != 0,
+             "my-namespace and its pods to go", timeout=60, interval=0.5)
+
+
+def _ready(pod: dict) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True"
+               for c in pod["status"].get("conditions") or [])
+
+
+def _echo_control(cluster, pod: str, what: str) -> None:
+    """Flip the echo image's probe endpoints from inside the pod (its own loopback)."""
+    cluster.meshctl("exec", pod, "--", "curl", "-sS", "--max-time", "5",
+                    f"http://127.0.0.1:8080/control/{what}")
+
+
+def test_failing_readiness_leaves_endpoints_and_traffic(cluster):
+    manifest = cluster.tmp / "probed.yaml"
+    manifest.write_text(PROBED)
+    cluster.meshctl("apply", "-f", str(manifest))
+    pods = cluster.ready_pods("app=probed", 2)
+    sick, well = pods
+    svc_ip = cluster.json("get", "svc", "probed")["spec"]["clusterIP"]
+
+    def endpoint_ips(kind="addresses"):
+        ep = cluster.json("get", "endpoints", "probed")
+        return {a["ip"] for s in ep.get("subsets") or [] for a in s.get(kind) or []}
+    both = {p["status"]["podIP"] for p in pods}
+    wait_for(lambda: endpoint_ips() == both, "both pods in the Endpoints", timeout=20,
+             interval=0.3)
+
+    def answered_by(via):
+        seen = set()
+        for _ in range(12):
+            if via == "ingress":
+                doc = cluster.curl(host="probed.test")
+            else:  # the ClusterIP, from inside the healthy pod (through the proxy)
+                out = cluster.meshctl("exec", well["metadata"]["name"], "--", "curl", "-sS",
+                                      "--max-time", "3", f"http://{svc_ip}/", check=False)
+                doc = out.returncode == 0 and json.loads(out.stdout)
+            if doc:
+                seen.add(doc["pod"])
+        return seen
+    wait_for(lambda: answered_by("ingress") == {p["metadata"]["name"] for p in pods},
+             "the ingress to answer from both pods", timeout=30, interval=0.5)
+
+    _echo_control(cluster, sick["metadata"]["name"], "ready?ok=0")
+    wait_for(lambda: not _ready(cluster.json("get", "pod", sick["metadata"]["name"])),
+             "the failing pod to turn unready", timeout=20, interval=0.3)
+    wait_for(lambda: endpoint_ips() == {well["status"]["podIP"]} and
+             endpoint_ips("notReadyAddresses") == {sick["status"]["podIP"]},
+             "the unready pod to leave the Endpoints", timeout=20, interval=0.3)
+    # Still running, not restarted: readiness never kills.
+    status = cluster.json("get", "pod", sick["metadata"]["name"])["status"]
+    assert status["phase"] == "Running"
+    assert status["containerStatuses"][0]["restartCount"] == 0
+    wait_for(lambda: answered_by("ingress") == {well["metadata"]["name"]} and
+             answered_by("clusterip") == {well["metadata"]["name"]},
+             "traffic to reach only the ready pod", timeout=20, interval=0.5)
+
+    _echo_control(cluster, sick["metadata"]["name"], "ready?ok=1")
+    wait_for(lambda: endpoint_ips() == both, "the pod to come back into the Endpoints",
+             timeout=20, interval=0.3)
+    wait_for(lambda: answered_by("ingress") == {p["metadata"]["name"] for p in pods},
+             "the ingress to answer from both pods again", timeout=30, interval=0.5)
+
+
+def test_failing_liveness_restarts_the_container_with_back_off(cluster):
+    # The Deployment of the readiness test, or a fresh one when that test was deselected.
+    manifest = cluster.tmp / "probed.yaml"
+    manifest.write_text(PROBED)
+    cluster.meshctl("apply", "-f", str(manifest))
+    name = cluster.ready_pods("app=probed", 2)[0]["metadata"]["name"]
+
+    def container():
+        return cluster.json("get", "pod", name)["status"]["containerStatuses"][0]
+
+    def restarted(n):
+        c = container()
+        return c["restartCount"] == n and "running" in c["state"] and c
+    # First failure: killed and restarted at once (kubelet's back-off starts at the second).
+    _echo_control(cluster, name, "live?ok=0")
+    first = wait_for(lambda: restarted(1), "the first restart", timeout=30, interval=0.3)
+    assert first["lastState"]["terminated"]["exitCode"] == 0  # echo exits 0 on SIGTERM
+    # A restarted echo is live again; fail it once more: now it waits out a back-off.
+    wait_for(lambda: _ready(cluster.json("get", "pod", name)), "the restarted pod to be Ready",
+             timeout=20, interval=0.3)
+    _echo_control(cluster, name, "live?ok=0")
+
+    def backing_off():
+        c = container()
+        waiting = c["state"].get("waiting") or {}
+        return waiting.get("reason") == "CrashLoopBackOff" and waiting
+    waiting = wait_for(backing_off, "CrashLoopBackOff", timeout=30, interval=0.2)
+    assert "back-off 10s restarting failed container=echo" in waiting.get("message", ""), waiting
+    assert "CrashLoopBackOff" in cluster.meshctl("get", "pod", name).stdout
+    wait_for(lambda: restarted(2), "the restart after the back-off", timeout=30, interval=0.5)
+    cluster.meshctl("delete", "-f", str(manifest))
+    wait_for(lambda: not cluster.pods("app=probed"), "every probed pod to go", timeout=60,
+             interval=0.5)
 
 
 def test_up_recovers_after_every_process_is_killed_then_down_cleans_all(cluster):
