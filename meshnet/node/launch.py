@@ -1,6 +1,6 @@
 """The container launcher: the last step before a container's program runs.
 
-    ip netns exec <pod-netns> python -m meshnet.node.launch <spec.json>
+    ip netns exec <pod-netns> python -I -S .../meshnet/node/launch.py <spec.json> <ready-fd>
 
 `ip netns exec` has already entered the pod's network namespace, given the process a fresh
 mount namespace (slave of the host's, so nothing mounted here leaks out) and bind-mounted

@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 `start()` (then `wait_started()`) writes the container's launch spec (argv, env, mounts, workingDir, hostname) to the
-pod's state directory and runs `ip netns exec <pod-netns> python -m meshnet.node.launch SPEC`
+pod's state directory and runs `ip netns exec <pod-netns> python -I -S launch.py SPEC`
 in a session of its own, stdout and stderr appended to `<pod-dir>/logs/<container>/<n>.log`
 (n = restart count, so `--previous` is the file before). Because `ip netns exec` and the
 launcher both exec, the process we started *is* the container's main process: its PID is the
@@ -25,6 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from meshnet.node.images import Image, resolve_image
+
+# The launcher imports only the standard library: run it by path, isolated and without `site`
+# (no .pth processing, no package import), which cuts its start from ~30 ms to ~7 ms per
+# container — a large share of pod start latency when many pods start at once.
+LAUNCHER = str(Path(__file__).with_name("launch.py"))
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 KILL_WAIT_S = 5.0
@@ -112,7 +117,7 @@ class NetnsRuntime:
         try:
             with open(path, "ab") as log:
                 proc = await asyncio.create_subprocess_exec(
-                    "ip", "netns", "exec", netns, self.python, "-m", "meshnet.node.launch",
+                    "ip", "netns", "exec", netns, self.python, "-I", "-S", LAUNCHER,
                     str(spec_path), str(write_fd), stdin=asyncio.subprocess.DEVNULL,
                     stdout=log, stderr=log, start_new_session=True, pass_fds=(write_fd,))
         finally:
