@@ -53,8 +53,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 
+from .ages import RevisionAges
 from .base import Compacted, Event, KeyValue, Op, Store, StoreError, WatchClosed, Watcher
-from .sqlite import COMPACT_INTERVAL_S, MARK_INTERVAL_S, MAX_WATCH_BACKLOG, _check_ops
+from .sqlite import COMPACT_INTERVAL_S, MAX_WATCH_BACKLOG, _check_ops
 from .sqlite_writer import plan_txn
 
 log = logging.getLogger(__name__)
@@ -277,9 +278,7 @@ class EtcdStore(Store):
         self._session: aiohttp.ClientSession | None = None
         self._revision = 0
         self._compact_revision = 0
-        self._marks: collections.deque[tuple[int, float]] = collections.deque()
-        self._mark_started = 0.0
-        self._expired_revision = 0
+        self._ages = RevisionAges(clock)
         self._watchers: set[EtcdWatcher] = set()
         self._compactor: asyncio.Task | None = None
 
@@ -407,7 +406,7 @@ class EtcdStore(Store):
     def _observe(self, revision: int) -> None:
         if revision > self._revision:
             self._revision = revision
-            self._add_mark(revision)
+            self._ages.mark(revision)
 
     def _observe_compaction(self, revision: int) -> None:
         self._compact_revision = max(self._compact_revision, revision)
@@ -568,14 +567,6 @@ class EtcdStore(Store):
             return
         self._observe_compaction(revision)
 
-    def _add_mark(self, revision: int) -> None:
-        now = self._clock()
-        if self._marks and now - self._mark_started < MARK_INTERVAL_S:
-            self._marks[-1] = (revision, now)
-        else:
-            self._marks.append((revision, now))
-            self._mark_started = now
-
     async def compact_expired(self) -> int:
         """One auto-compaction pass (as SQLiteStore's); returns the compact revision after.
 
@@ -583,10 +574,8 @@ class EtcdStore(Store):
         stay (each holds at least one event, of any prefix on this etcd).
         """
         self._check_open()
-        cutoff = self._clock() - self._history_seconds
-        while self._marks and self._marks[0][1] <= cutoff:
-            self._expired_revision = self._marks.popleft()[0]
-        target = min(self._expired_revision, self._revision - self._history_min_events)
+        expired = self._ages.expire(self._history_seconds)
+        target = min(expired, self._revision - self._history_min_events)
         if target > self._compact_revision:
             await self.compact(target)
         return self._compact_revision

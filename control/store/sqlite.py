@@ -45,6 +45,7 @@ import time
 from operator import attrgetter
 from typing import Callable
 
+from .ages import RevisionAges
 from .base import Compacted, Event, KeyValue, Op, Store, StoreError, Watcher, WatchClosed
 from .sqlite_writer import CompactRequest, SQLiteWriter, TxnRequest, _settle
 
@@ -54,8 +55,6 @@ log = logging.getLogger(__name__)
 # far more than a healthy consumer ever lags (the Kubernetes watch cache uses 100s-1000s).
 MAX_WATCH_BACKLOG = 10_000
 COMPACT_INTERVAL_S = 30.0
-# Granularity of event age tracking: one (revision, time) mark per second of writes.
-MARK_INTERVAL_S = 1.0
 OP_KINDS = ("create", "update", "delete")
 
 _revision_of = attrgetter("revision")
@@ -175,9 +174,7 @@ class SQLiteStore(Store):
         self._revision = 0
         self._compact_revision = 0
         # (revision, time): every event <= revision was applied at or before time.
-        self._marks: collections.deque[tuple[int, float]] = collections.deque()
-        self._mark_started = 0.0
-        self._expired_revision = 0  # newest revision known to be older than history_seconds
+        self._ages = RevisionAges(clock)
         self._watchers: dict[str, set[SQLiteWatcher]] = {}
         self._prefix_lengths: collections.Counter[int] = collections.Counter()
         self._compactor: asyncio.Task | None = None
@@ -217,7 +214,7 @@ class SQLiteStore(Store):
         self._history = snapshot.events
         self._revision = snapshot.revision
         self._compact_revision = snapshot.compact_revision
-        self._add_mark(self._revision)
+        self._ages.mark(self._revision)
         self._state = "open"
         self._compactor = loop.create_task(self._compact_periodically(),
                                            name=f"store compaction {self.path}")
@@ -291,7 +288,7 @@ class SQLiteStore(Store):
                 self._apply(req.events)
                 applied = True
         if applied:
-            self._add_mark(self._revision)
+            self._ages.mark(self._revision)
         for req in batch:
             _settle(req.future, req.results, req.error)
 
@@ -373,15 +370,6 @@ class SQLiteStore(Store):
                                                    key=_revision_of)]
         _settle(req.future, None, req.error)
 
-    def _add_mark(self, revision: int) -> None:
-        now = self._clock()
-        if self._marks and now - self._mark_started < MARK_INTERVAL_S:
-            # Widen the current mark; its time stays an upper bound for all it covers.
-            self._marks[-1] = (revision, now)
-        else:
-            self._marks.append((revision, now))
-            self._mark_started = now
-
     async def compact_expired(self) -> int:
         """One auto-compaction pass; returns the compact revision afterwards.
 
@@ -389,9 +377,7 @@ class SQLiteStore(Store):
         revision is dropped whole, so never cut inside one).
         """
         self._check_open()
-        cutoff = self._clock() - self._history_seconds
-        while self._marks and self._marks[0][1] <= cutoff:
-            self._expired_revision = self._marks.popleft()[0]
+        expired = self._ages.expire(self._history_seconds)
         history = self._history
         first_kept = len(history) - self._history_min_events
         if first_kept <= 0:
@@ -400,7 +386,7 @@ class SQLiteStore(Store):
             keep_bound = history[first_kept].revision - 1
         else:
             keep_bound = self._revision
-        target = min(self._expired_revision, keep_bound)
+        target = min(expired, keep_bound)
         if target > self._compact_revision:
             await self.compact(target)
         return self._compact_revision
