@@ -30,8 +30,7 @@ import pytest
 from meshnet.node.docker_runtime import API_VERSION, builtin_context, image_from_config
 from meshnet.node.errors import ImagePullError
 from netns import Lab, wait_for
-from test_e2e import (API_PORT, BIN, HERE, NODE, NODE_IP, PEER_IP, PY, Cluster,
-                      container_status)
+from test_e2e import HERE, NODE, Cluster, container_status
 
 DOCKERD_START_S = 30.0
 STOP_TIMEOUT_S = 20.0
@@ -122,46 +121,13 @@ class DockerCluster(Cluster):
 
     def __init__(self, lab: Lab, tmp: Path):  # noqa: super().__init__ starts the netns agent
         self.lab, self.tmp = lab, tmp
-        self.node = lab.netns("node")
-        self.peer = lab.netns("peer")
-        lab.veth(self.node, "uplink", self.peer, "eth0")
-        lab.addr(self.node, "uplink", f"{NODE_IP}/24")
-        lab.addr(self.peer, "eth0", f"{PEER_IP}/24")
+        self._wire(lab)
         self.dockerd = Dockerd(self.node, tmp / "docker")
         try:
-            self._start_control_plane_and_agent(lab, tmp)
+            self._start(lab, tmp, ("--runtime", "docker", "--docker-host", self.dockerd.host))
         except BaseException:
             self.dockerd.stop()  # the fixture never gets this object to stop it
             raise
-
-    def _start_control_plane_and_agent(self, lab: Lab, tmp: Path) -> None:
-        self.data = tmp / "apiserver"
-        self.data.mkdir()
-        self.kubeconfig = self.data / "admin.kubeconfig"
-        proc = lab.popen(self.node, [str(BIN / "meshnet-apiserver"), "--data-dir",
-                                     str(self.data), "--listen", f"127.0.0.1:{API_PORT}"],
-                         stdout=subprocess.PIPE, stderr=open(self.data / "apiserver.log", "ab"))
-        for _ in range(50):
-            line = proc.stdout.readline()
-            if not line or b"ready on" in line:
-                break
-        assert b"ready on" in line, (self.data / "apiserver.log").read_text()[-2000:]
-        self.client = lab.popen(self.node, [PY, str(HERE / "e2e_api.py"), str(self.kubeconfig)],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        assert json.loads(self.client.stdout.readline())["ok"]
-        self.state = tmp / "agent"
-        self.agent_log = tmp / "agent.log"
-        self.agent_argv = [
-            PY, "-m", "meshnet.node.main", "--kubeconfig", str(self.kubeconfig),
-            "--node-name", NODE, "--node-ip", NODE_IP, "--runtime", "docker",
-            "--docker-host", self.dockerd.host,
-            "--state-dir", str(self.state), "--agent-listen", f"{NODE_IP}:10250",
-            "--status-address", "127.0.0.1:10248"]
-        self.agent = lab.popen(self.node, self.agent_argv, stdout=subprocess.PIPE,
-                               stderr=open(self.agent_log, "ab"))
-        line = self.agent.stdout.readline()
-        assert b"ready" in line, self.agent_text()
-        self.pod_cidr = self.ok(op="get", plural="nodes", name=NODE)["spec"]["podCIDR"]
 
     def pods_of(self, app: str) -> list[dict]:
         return [p for p in self.ok(op="list", plural="pods")["items"]

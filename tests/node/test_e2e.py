@@ -33,11 +33,19 @@ NODE, NODE_IP, PEER_IP = "node-a", "192.168.88.2", "192.168.88.3"
 class Cluster:
     def __init__(self, lab: Lab, tmp: Path):
         self.lab, self.tmp = lab, tmp
+        self._wire(lab)
+        self._start(lab, tmp)
+
+    def _wire(self, lab: Lab) -> None:
+        """The node namespace and a peer namespace on one veth."""
         self.node = lab.netns("node")
         self.peer = lab.netns("peer")
         lab.veth(self.node, "uplink", self.peer, "eth0")
         lab.addr(self.node, "uplink", f"{NODE_IP}/24")
         lab.addr(self.peer, "eth0", f"{PEER_IP}/24")
+
+    def _start(self, lab: Lab, tmp: Path, agent_args: tuple[str, ...] = ()) -> None:
+        """The API server, a client inside the node namespace, then the agent."""
         self.data = tmp / "apiserver"
         self.data.mkdir()
         self.kubeconfig = self.data / "admin.kubeconfig"
@@ -56,7 +64,7 @@ class Cluster:
         self.agent_log = tmp / "agent.log"
         self.agent_argv = [
             PY, "-m", "meshnet.node.main", "--kubeconfig", str(self.kubeconfig),
-            "--node-name", NODE, "--node-ip", NODE_IP,
+            "--node-name", NODE, "--node-ip", NODE_IP, *agent_args,
             "--state-dir", str(self.state), "--agent-listen", f"{NODE_IP}:10250",
             "--status-address", "127.0.0.1:10248"]
         self.agent = lab.popen(self.node, self.agent_argv, stdout=subprocess.PIPE,
