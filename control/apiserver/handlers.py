@@ -12,9 +12,12 @@ import time
 from aiohttp import web
 
 from meshnet.api import errors
+from meshnet.api.labels import selector_from_label_selector
+from meshnet.api.patch import PatchError, UnsupportedPatchType, apply_patch
 from meshnet.control.apiserver import wire
 from meshnet.control.apiserver.paths import RequestInfo
 from meshnet.control.apiserver.registry import Registry
+from meshnet.control.apiserver.table import to_table
 
 APPLY_PATCH = "application/apply-patch+yaml"
 PATCH_TYPES = ("application/merge-patch+json", "application/strategic-merge-patch+json",
@@ -40,8 +43,6 @@ def _selectors(request: web.Request) -> dict:
 
 
 def _table(request: web.Request, ri: RequestInfo, objects: list[dict], rv: str) -> dict:
-    from meshnet.control.apiserver.table import to_table
-
     return to_table(ri.info, objects, list_rv=rv,
                     include_object=request.query.get("includeObject", "Metadata"),
                     now=time.time())
@@ -90,8 +91,6 @@ async def update(request: web.Request, registry: Registry, ri: RequestInfo) -> w
 
 
 async def patch(request: web.Request, registry: Registry, ri: RequestInfo) -> web.Response:
-    from meshnet.api.patch import PatchError, UnsupportedPatchType, apply_patch
-
     _require_name(ri, "PATCH")
     content_type = wire.content_type(request)
     if content_type not in PATCH_TYPES:
@@ -189,8 +188,6 @@ def _write_subresource(ri: RequestInfo) -> str | None:
 
 def to_scale(ri: RequestInfo, obj: dict) -> dict:
     """The autoscaling/v1 Scale view of a Deployment, ReplicaSet or StatefulSet."""
-    from meshnet.api.labels import selector_from_label_selector
-
     meta = obj["metadata"]
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
     selector = selector_from_label_selector(spec.get("selector") or {})

@@ -33,6 +33,10 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 from meshnet.api import errors
+from meshnet.api.fields import FieldSelectorError, parse_field_selector
+from meshnet.api.labels import SelectorError, parse_selector
+from meshnet.api.validation import (default_object, ensure_namespace, prepare_for_update,
+                                    validate_object)
 from meshnet.api.resources import ResourceInfo, lookup
 from meshnet.control.store.base import (
     Compacted, Event, KeyExists, KeyNotFound, KeyValue, Op, RevisionMismatch, Store, WatchClosed,
@@ -136,8 +140,6 @@ class Registry:
     # -- create --------------------------------------------------------------------------------
 
     def _prepare_meta(self, info: ResourceInfo, namespace: str | None, obj: dict) -> dict:
-        from meshnet.api.validation import ensure_namespace
-
         if not isinstance(obj, dict):
             raise errors.bad_request("the request body must be a JSON or YAML object")
         kind, api_version = obj.get("kind"), obj.get("apiVersion")
@@ -158,8 +160,6 @@ class Registry:
 
     async def create(self, info: ResourceInfo, namespace: str | None, obj: dict, *,
                      dry_run: bool = False) -> dict:
-        from meshnet.api.validation import default_object, validate_object
-
         obj = copy.deepcopy(obj)
         meta = self._prepare_meta(info, namespace, obj)
         if not meta.get("name") and meta.get("generateName"):
@@ -208,8 +208,6 @@ class Registry:
 
     async def update(self, info: ResourceInfo, namespace: str | None, name: str, obj: dict, *,
                      subresource: str | None = None, dry_run: bool = False) -> dict:
-        from meshnet.api.validation import default_object, prepare_for_update, validate_object
-
         key = info.key(namespace, name)
         for _ in range(MAX_WRITE_RETRIES):
             kv = await self.store.get(key)
@@ -465,9 +463,6 @@ def _matcher(info: ResourceInfo, label_selector: str, field_selector: str):
     """A predicate for list/watch filtering; bad selectors are a 400 with the parser's words."""
     if not label_selector and not field_selector:
         return _match_all
-    from meshnet.api.fields import FieldSelectorError, parse_field_selector
-    from meshnet.api.labels import SelectorError, parse_selector
-
     try:
         labels = parse_selector(label_selector) if label_selector else None
     except SelectorError as exc:

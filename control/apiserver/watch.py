@@ -20,6 +20,7 @@ from meshnet.api import errors
 from meshnet.control.apiserver import wire
 from meshnet.control.apiserver.paths import RequestInfo
 from meshnet.control.apiserver.registry import Registry
+from meshnet.control.apiserver.table import to_table
 
 DEFAULT_TIMEOUT_S = 1800.0
 BOOKMARK_INTERVAL_S = 30.0
@@ -62,8 +63,6 @@ async def serve_watch(request: web.Request, registry: Registry, ri: RequestInfo,
 
     def frame(event_type: str, obj: dict) -> bytes:
         if as_table and event_type in ("ADDED", "MODIFIED", "DELETED"):
-            from meshnet.control.apiserver.table import to_table
-
             obj = to_table(info, [obj], include_object=request.query.get(
                 "includeObject", "Metadata"), now=time.time())
         return wire.dumps({"type": event_type, "object": obj}) + b"\n"
