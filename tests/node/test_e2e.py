@@ -447,5 +447,10 @@ def test_delete_cleans_up_interfaces_namespaces_processes_and_the_address(cluste
     wait_for(lambda: not Path(f"/proc/{pid}").exists(), "the echo process to exit")
     wait_for(lambda: f"mnv{uid[:12]}" not in cluster.node_links(), "the veth to go")
     wait_for(lambda: not Path(f"/etc/netns/mnpod-{uid[:16]}").exists(), "/etc/netns entry")
-    ipam = json.loads((cluster.state / "ipam.json").read_text())
-    assert not [k for k in ipam["allocations"] if k.startswith("default/web/")], ipam
+
+    def web_allocations():
+        ipam = json.loads((cluster.state / "ipam.json").read_text())
+        return [k for k in ipam["allocations"] if k.startswith("default/web/")]
+    # The address is released after the netns teardown, so wait for it as for the rest.
+    wait_for(lambda: not web_allocations(), "the address to return to the pool")
+    assert not web_allocations()
