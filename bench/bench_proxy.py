@@ -31,6 +31,7 @@ import os
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -207,17 +208,29 @@ def ensure_haproxy() -> str:
     return found, version.splitlines()[0] if version else "?"
 
 
-def wrk(lab: Lab, ns: str, url: str, seconds: int, close: bool) -> dict:
+def cpu_s(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(lab: Lab, ns: str, url: str, seconds: int, close: bool, pid: int | None = None) -> dict:
+    """One wrk run; with `pid`, also the CPU time that process spent per request (the figure
+    least disturbed by other load on a shared machine)."""
     argv = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", "-c16", f"-d{seconds}s", "--latency", url]
     if close:
         argv[5:5] = ["-H", "Connection: close"]
+    before = cpu_s(pid) if pid else 0.0
     out = lab.run(ns, argv, timeout=seconds + 30).stdout
+    cpu = cpu_s(pid) - before if pid else 0.0
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
     scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
     errors = re.search(r"Socket errors: (.*)", out)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {"rate": rate, "p99_ms": float(p99.group(1)) * scale,
+            "cpu_us": cpu * 1e6 / max(requests, 1),
             "errors": (errors.group(1) if errors else "") +
                       (f" non-2xx {non2xx.group(1)}" if non2xx else "")}
 
@@ -244,8 +257,9 @@ def bench_haproxy(lab: Lab, tmp: Path, seconds: int, profile: bool) -> tuple[lis
                                str(bulk_file), str(BULK_REPEAT)], stdout=subprocess.PIPE)
     assert b"ready" in bulk.stdout.readline()
     (tmp / "proxy.cfg").write_text(HAPROXY_PROXY.format(node=NODE_IP, backend=BACKEND_IP))
-    lab.popen(node, ["taskset", "-c", PROXY_CPU, haproxy, "-f", str(tmp / "proxy.cfg"), "-db"],
-              stdout=subprocess.DEVNULL, stderr=open(tmp / "haproxy.log", "ab"))
+    reference = lab.popen(node, ["taskset", "-c", PROXY_CPU, haproxy, "-f",
+                                 str(tmp / "proxy.cfg"), "-db"],
+                          stdout=subprocess.DEVNULL, stderr=open(tmp / "haproxy.log", "ab"))
 
     data = tmp / "fwd-api"
     start_apiserver(lab, node, data)
@@ -270,6 +284,7 @@ def bench_haproxy(lab: Lab, tmp: Path, seconds: int, profile: bool) -> tuple[lis
              "the ClusterIP to answer", timeout=60, interval=0.2)
 
     targets = {"meshnet-proxy": (CLUSTER_IP, 80, 9000), "haproxy": (NODE_IP, 8081, 9001)}
+    pids = {"meshnet-proxy": proxy.pid, "haproxy": reference.pid}
     results: dict[str, dict] = {name: {} for name in targets}
     # Alternate the two, ROUNDS times, and keep the median: the machine may be shared, and
     # alternating spreads any outside load over both.
@@ -277,11 +292,14 @@ def bench_haproxy(lab: Lab, tmp: Path, seconds: int, profile: bool) -> tuple[lis
         runs: dict[str, list] = {name: [] for name in targets}
         for _ in range(ROUNDS):
             for name, (ip, port, _) in targets.items():
-                runs[name].append(wrk(lab, client, f"http://{ip}:{port}/", seconds, close))
+                runs[name].append(wrk(lab, client, f"http://{ip}:{port}/", seconds, close,
+                                      pids[name]))
         for name in targets:
             ordered = sorted(runs[name], key=lambda r: r["rate"])
             results[name][mode] = dict(ordered[len(ordered) // 2],
-                                       rates=[round(r["rate"]) for r in runs[name]])
+                                       rates=[round(r["rate"]) for r in runs[name]],
+                                       cpu_us=statistics.median(r["cpu_us"]
+                                                                for r in runs[name]))
             print(f"  {name} {mode}: {results[name][mode]}", flush=True)
     bulk_runs: dict[str, list] = {name: [] for name in targets}
     for _ in range(3):
@@ -362,7 +380,9 @@ def report(latency: list[dict], fwd, profiles: dict) -> str:
                   f"Reference: {version}, TCP mode, nbthread 1. Ratio: meshnet / HAProxy "
                   f"(rate, throughput: higher is better; p99: HAProxy / meshnet).", "",
                   f"Requests/s and p99: median of {ROUNDS} runs (--seconds each), alternating the two; "
-                  "bulk: best of 3.", "",
+                  "bulk: best of 3. Proxy CPU per request: the proxy process's user + system "
+                  "time during the run over the requests served (median of the runs); its "
+                  "ratio is HAProxy / meshnet.", "",
                   "| measure | meshnet-proxy | HAProxy | ratio | target |", "|---|---|---|---|---|"]
         for mode, target in (("keep-alive", "≥ 0.7"), ("new connection", "≥ 0.7")):
             a, b = m[mode], h[mode]
@@ -370,6 +390,8 @@ def report(latency: list[dict], fwd, profiles: dict) -> str:
                          f"**{a['rate'] / b['rate']:.2f}** | {target} |")
             lines.append(f"| p99 latency, {mode} | {a['p99_ms']:.2f} ms | {b['p99_ms']:.2f} ms "
                          f"| {b['p99_ms'] / a['p99_ms']:.2f} | — |")
+            lines.append(f"| proxy CPU per request, {mode} | {a['cpu_us']:.1f} µs | "
+                         f"{b['cpu_us']:.1f} µs | {b['cpu_us'] / a['cpu_us']:.2f} | — |")
         a, b = m["bulk"]["gib_s"], h["bulk"]["gib_s"]
         lines.append(f"| bulk download (1 GiB, best of 3) | {a:.2f} GiB/s | {b:.2f} GiB/s | "
                      f"**{a / b:.2f}** | ≥ 0.9 |")

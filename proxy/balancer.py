@@ -75,6 +75,8 @@ class Balancer:
         start = self.next % n
         self.next = (start + 1) % n
         rotation = self.order[start:] + self.order[:start]
+        if policy != LEAST_CONN and not affinity_timeout_s and not self.failures:
+            return rotation  # the common case: plain round robin, nobody backing off
         if policy == LEAST_CONN:
             rotation.sort(key=lambda e: self.conns.get(e, 0))  # stable: ties keep rotation
         first: list[EndpointView] = []

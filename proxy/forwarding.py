@@ -8,11 +8,16 @@ what lets established connections outlive any number of swaps.
 any reason holds ("connecting": no upstream yet; "peer-full": the other side's write buffer is
 over its high-water mark) and resumed when the last reason goes (encode/uvicorn's
 flow_control.py does this for HTTP).
+
+`Deadlines` is a coarse timer wheel for connect budgets: one loop timer for all connections
+being connected instead of one per connection; a connection that joins takes itself out in
+O(1), and whatever is still in a bucket when its tick passes gets `expire()` called.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
 import struct
 import time
@@ -82,6 +87,7 @@ class Forwarding:
         self.clock = clock
         self.balancers: dict[tuple, Balancer] = {}
         self.connections: set = set()  # open relays, for a graceful shutdown
+        self.deadlines = Deadlines()
 
     def __repr__(self) -> str:
         return f"<Forwarding {self.table!r} connections={len(self.connections)}>"
@@ -98,7 +104,56 @@ class Forwarding:
                 del self.balancers[key]
 
 
+class Deadlines:
+    """Items with an `expire()` method, bucketed by deadline tick (TICK_S granularity)."""
+
+    TICK_S = 0.05
+
+    def __init__(self):
+        self.buckets: dict[int, set] = {}
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_tick = 0
+
+    def __repr__(self) -> str:
+        return f"<Deadlines pending={sum(len(b) for b in self.buckets.values())}>"
+
+    def add(self, item, after_s: float, loop: asyncio.AbstractEventLoop) -> int:
+        """Expire `item` once `after_s` seconds have passed (rounded up to a tick); returns
+        the tick to give to `discard`."""
+        tick = math.ceil((loop.time() + after_s) / self.TICK_S)
+        bucket = self.buckets.get(tick)
+        if bucket is None:
+            bucket = self.buckets[tick] = set()
+        bucket.add(item)
+        if self.timer is None or tick < self.timer_tick:
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer_tick = tick
+            self.timer = loop.call_at(tick * self.TICK_S, self._sweep, loop)
+        return tick
+
+    def discard(self, item, tick: int) -> None:
+        bucket = self.buckets.get(tick)
+        if bucket is not None:
+            bucket.discard(item)
+            if not bucket:
+                del self.buckets[tick]
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.timer = None
+        # Timers may fire a little early (libuv counts milliseconds): allow 2 ms.
+        now = (loop.time() + 0.002) / self.TICK_S
+        for tick in sorted(t for t in self.buckets if t <= now):
+            for item in self.buckets.pop(tick):
+                item.expire()
+        if self.buckets:
+            self.timer_tick = min(self.buckets)
+            self.timer = loop.call_at(self.timer_tick * self.TICK_S, self._sweep, loop)
+
+
 class FlowControl:
+    __slots__ = ("transport", "reasons")
+
     def __init__(self, transport: asyncio.BaseTransport):
         self.transport = transport
         self.reasons: set[str] = set()

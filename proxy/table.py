@@ -64,7 +64,7 @@ class Route:
     policy: str
     affinity_timeout_s: int
 
-    @property
+    @functools.cached_property
     def balancer_key(self) -> tuple[ServicePortName, str]:
         return self.spn, self.scope
 

@@ -12,6 +12,7 @@ noted in `errors`, so a bad object can never stop the table from building.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 LB_POLICY_ANNOTATION = "meshnet.io/lb-policy"
 ROUND_ROBIN = "round-robin"
@@ -54,9 +55,9 @@ class ServiceView:
         return self.type != "ExternalName" and bool(self.cluster_ips)
 
 
-@dataclass(frozen=True, order=True)
-class EndpointView:
-    """One ready address of one Endpoints port."""
+class EndpointView(NamedTuple):
+    """One ready address of one Endpoints port. A NamedTuple rather than a dataclass: the
+    balancer hashes endpoints on every connection, and a tuple hashes in C."""
     port_name: str
     protocol: str
     ip: str

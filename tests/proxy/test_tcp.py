@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import socket
 import time
 
 import pytest
 import uvloop
 
 from relay_helpers import LOOP, forwarding, refused_port, tcp_backend, until
+from meshnet.proxy.forwarding import Options
 from meshnet.proxy.table import ProxyTable
 from meshnet.proxy.tcp import start_tcp_listener
 from meshnet.proxy.views import LEAST_CONN
@@ -102,6 +104,72 @@ async def test_all_endpoints_refusing_resets():
         listener.close()
 
 
+def blackhole() -> tuple[list[socket.socket], int]:
+    """A loopback port whose accept queue is full: SYNs to it are dropped, connects hang."""
+    listener = socket.socket()
+    listener.bind((LOOP, 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(4):  # fill the queue; later connects stay in SYN_SENT
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex((LOOP, port))
+        fillers.append(s)
+    time.sleep(0.05)
+    return [listener, *fillers], port
+
+
+async def test_connect_budget_runs_out_on_an_unresponsive_endpoint():
+    socks, port = blackhole()
+    fwd, key, route = forwarding("TCP", [port], options=Options(connect_budget_s=0.3))
+    listener = await start_tcp_listener(fwd, key)
+    try:
+        start = time.monotonic()
+        reader, writer = await asyncio.open_connection(LOOP, key.port)
+        writer.write(b"hi")
+        with pytest.raises(ConnectionResetError):
+            await reader.read()
+        writer.close()
+        took = time.monotonic() - start
+        assert 0.25 < took < 1.0, f"refused after the 0.3 s budget, not {took:.2f} s"
+        assert fwd.metrics.errors.get("default/web/TCP", "connect_failed") == 1
+        assert fwd.metrics.errors.get("default/web/TCP", "exhausted") == 1
+        assert route.endpoints[0] in fwd.balancer(route).failures, "backing off"
+        await until(lambda: not fwd.connections and not fwd.deadlines.buckets,
+                    "the connection and its deadline to be gone")
+    finally:
+        listener.close()
+        for s in socks:
+            s.close()
+
+
+async def test_many_short_connections_leave_nothing_behind():
+    """Each finished connection is freed at once (no reference cycles left to the GC) and
+    leaves no deadline, balancer count or open relay behind."""
+    import gc
+
+    from meshnet.proxy.tcp import ClientSide
+
+    servers, ports = await backends("a", "b")
+    fwd, key, route = forwarding("TCP", ports)
+    listener = await start_tcp_listener(fwd, key)
+    gc.disable()
+    try:
+        answers = [await ask(key.port, b"x") for _ in range(40)]
+        assert sorted(set(answers)) == [b"a:x", b"b:x"]
+        await until(lambda: not fwd.connections, "every relay to finish")
+        assert not fwd.deadlines.buckets
+        assert all(n == 0 for n in fwd.balancer(route).conns.values())
+        alive = [o for o in gc.get_objects() if isinstance(o, ClientSide) and o.fwd is fwd]
+        assert alive == [], f"{len(alive)} relays kept alive by reference cycles"
+    finally:
+        gc.enable()
+        listener.close()
+        for s in servers:
+            s.close()
+
+
 async def test_half_close_both_directions():
     """The client shuts down its write side and still receives everything; then the server
     finishes first while the client keeps sending."""
@@ -159,7 +227,8 @@ async def test_backpressure_pauses_the_client_and_delivers_intact():
         reader, writer = await asyncio.open_connection(LOOP, key.port)
         writer.write(payload)
         sender = asyncio.ensure_future(writer.drain())
-        await until(lambda: any("peer-full" in c.flow.reasons for c in fwd.connections),
+        await until(lambda: any(c.flow is not None and "peer-full" in c.flow.reasons
+                                for c in fwd.connections),
                     "the relay to pause reading the client")
         conn, = fwd.connections
         assert conn.peer.transport.get_write_buffer_size() < 1024 * 1024, \
