@@ -105,9 +105,13 @@ class UpstreamSide(_Side):
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         self.transport = transport
+        # Join now rather than when create_connection returns: that is one more trip round
+        # the event loop (its waiter's callbacks are scheduled), on every connection's path.
+        self.peer._connected(self)
 
     def _done(self) -> None:
-        self.peer._upstream_done()
+        if self.peer is not None:
+            self.peer._upstream_done()
 
 
 class ClientSide(_Side):
@@ -185,9 +189,8 @@ class ClientSide(_Side):
         coro, ep, upstream = self.connecting
         try:
             waiting = coro.send(None)
-        except StopIteration:
+        except StopIteration:  # joined already, from UpstreamSide.connection_made
             self.connecting = None
-            self._connected(ep, upstream)
             return True
         except OSError as exc:
             self.connecting = None
@@ -203,12 +206,13 @@ class ClientSide(_Side):
         self.fwd.metrics.errors.inc(self.service, "connect_failed")
         self.balancer.failed(ep, now=self.fwd.clock())
 
-    def _connected(self, ep: EndpointView, upstream: UpstreamSide) -> None:
+    def _connected(self, upstream: UpstreamSide) -> None:
         self.fwd.deadlines.discard(self, self.deadline)
         if self.closed:  # the client went away while we were connecting
             upstream.peer = None
             upstream.transport.close()
             return
+        ep = self.connecting[1]
         route = self.route
         self.balancer.connected(ep, client_ip=self.client_ip, now=self.fwd.clock(),
                                 affinity_timeout_s=route.affinity_timeout_s)
@@ -222,7 +226,7 @@ class ClientSide(_Side):
 
     def expire(self) -> None:
         """The connect budget ran out (Forwarding.deadlines): give up on this connection."""
-        if self.connecting is None or self.closed:
+        if self.connecting is None or self.closed or self.peer is not None:
             return
         coro, ep, _ = self.connecting
         self.connecting = None
