@@ -40,8 +40,9 @@ down: install
 status: install
 	$(BIN)/meshctl status $(ARGS)
 
-bench: install
-	$(BIN)/python bench/bench_apiserver.py $(ARGS)
+# Every benchmark against its reference server, one table (bench/results/<date>.md, README).
+bench:
+	bench/run $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

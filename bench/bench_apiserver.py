@@ -207,10 +207,36 @@ def report(args, ours: dict, ref: dict | None) -> str:
     return "\n".join(out + rows) + "\n"
 
 
-async def run(args) -> str:
+def summary_lines(args, ours: dict, ref: dict | None) -> list[dict]:
+    """This run's lines for bench/run's combined table (bench/summary.py)."""
+    import summary
+
+    def versus(measure, mine, theirs, fmt, higher_is_better, target="—", met=None):
+        if theirs is None:
+            return summary.line("control plane", measure, fmt(mine), target=target, met=met)
+        ratio = mine / theirs if higher_is_better else theirs / mine
+        return summary.line("control plane", measure, fmt(mine), f"{fmt(theirs)} (etcd)",
+                            ratio, target, met)
+
+    rate = "{:,.0f}".format
+    get = (lambda d, f: None if d is None else f(d))
+    w99 = pct(ours["watch"], 99)
+    return [
+        versus(f"creates/s, {args.clients} clients, durable", ours["rate"],
+               get(ref, lambda d: d["rate"]), rate, True, "≥ 1,000", ours["rate"] >= 1000),
+        versus(f"list {ours['count']:,} objects, p50", statistics.median(ours["list"]),
+               get(ref, lambda d: statistics.median(d["list"])), _ms, False),
+        versus(f"watch delivery, {args.watchers} watchers, p50", pct(ours["watch"], 50),
+               get(ref, lambda d: pct(d["watch"], 50)), _ms, False),
+        versus(f"watch delivery, {args.watchers} watchers, p99", w99,
+               get(ref, lambda d: pct(d["watch"], 99)), _ms, False, "< 50 ms", w99 < 0.05),
+    ]
+
+
+async def run(args) -> tuple[str, list[dict]]:
     ours = await run_meshnet(args)
     ref = None if args.no_reference else await run_etcd(args)
-    return report(args, ours, ref)
+    return report(args, ours, ref), summary_lines(args, ours, ref)
 
 
 def main() -> None:
@@ -221,15 +247,19 @@ def main() -> None:
     p.add_argument("--events", type=int, default=200)
     p.add_argument("--no-reference", action="store_true",
                    help="skip the etcd reference run")
+    p.add_argument("--summary", help="also write this run's lines for bench/run to this file")
     args = p.parse_args()
     import uvloop
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        table = runner.run(run(args))
+        table, lines = runner.run(run(args))
     print(table)
     results = Path(__file__).parent / "results"
     results.mkdir(exist_ok=True)
     (results / f"apiserver-{time.strftime('%Y-%m-%d')}.md").write_text(table)
+    import summary
+
+    summary.write(args.summary, lines)
 
 
 if __name__ == "__main__":

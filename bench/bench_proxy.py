@@ -41,6 +41,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
+sys.path.insert(0, str(HERE))
+
+import summary  # noqa: E402
 from netns import Lab, wait_for  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -52,6 +55,7 @@ PROXY_CPU, LOAD_CPU = "1", "0"
 CLUSTER_IP = "10.96.0.50"
 NODE_IP, BACKEND_IP = "10.244.1.1", "10.244.1.11"
 BULK_FILE_MIB, BULK_REPEAT = 256, 4  # 1 GiB per connection
+IPERF_PORT, UDP_SECONDS = 5201, 4
 ROUNDS = 3
 SETTLE_S = 5.0
 
@@ -196,14 +200,20 @@ frontend web
 """
 
 
-def ensure_haproxy() -> str:
-    found = shutil.which("haproxy") or (os.path.exists("/usr/sbin/haproxy") and
-                                        "/usr/sbin/haproxy")
+def ensure_tool(command: str, package: str) -> str:
+    """The path of `command`, installing its Debian package first if it is missing."""
+    found = shutil.which(command) or shutil.which(command, path="/usr/sbin:/sbin")
     if not found:
-        print("  installing haproxy (apt-get)", flush=True)
-        subprocess.run(["apt-get", "install", "-y", "-q", "haproxy"], check=True,
+        print(f"  installing {package} (apt-get)", flush=True)
+        subprocess.run(["apt-get", "install", "-y", "-q", package], check=True,
                        stdout=subprocess.DEVNULL)
-        found = shutil.which("haproxy") or "/usr/sbin/haproxy"
+        found = shutil.which(command) or shutil.which(command, path="/usr/sbin:/sbin")
+    return found
+
+
+def ensure_haproxy() -> tuple[str, str]:
+    found = ensure_tool("haproxy", "haproxy")
+    ensure_tool("iperf3", "iperf3")
     version = subprocess.run([found, "-v"], capture_output=True, text=True).stdout
     return found, version.splitlines()[0] if version else "?"
 
@@ -235,6 +245,26 @@ def wrk(lab: Lab, ns: str, url: str, seconds: int, close: bool, pid: int | None 
                       (f" non-2xx {non2xx.group(1)}" if non2xx else "")}
 
 
+def iperf_udp(lab: Lab, ns: str, ip: str) -> dict:
+    """iperf3 UDP, 1,400-byte datagrams sent as fast as the client can for UDP_SECONDS: what
+    the receiver got (Mbit/s and datagrams/s) and the loss."""
+    for attempt in range(3):
+        # The server may still be closing the previous test: it refuses the next for a moment.
+        time.sleep(1.0)
+        out = lab.run(ns, ["taskset", "-c", LOAD_CPU, "iperf3", "-c", ip, "-p",
+                           str(IPERF_PORT), "-u", "-b", "0", "-l", "1400", "-t",
+                           str(UDP_SECONDS), "-J"], timeout=UDP_SECONDS + 30)
+        doc = json.loads(out.stdout)
+        if "error" not in doc:
+            break
+    else:
+        raise SystemExit(f"iperf3 to {ip}: {doc['error']}")
+    end = doc["end"]["sum"]
+    received = end["packets"] - end["lost_packets"]
+    return {"received_mbit_s": received * 1400 * 8 / end["seconds"] / 1e6,
+            "received_pps": received / end["seconds"], "lost_percent": end["lost_percent"]}
+
+
 def bench_haproxy(lab: Lab, tmp: Path, seconds: int, profile: bool) -> tuple[list, dict]:
     haproxy, version = ensure_haproxy()
     node = lab.netns("node")
@@ -261,6 +291,8 @@ def bench_haproxy(lab: Lab, tmp: Path, seconds: int, profile: bool) -> tuple[lis
                                  str(tmp / "proxy.cfg"), "-db"],
                           stdout=subprocess.DEVNULL, stderr=open(tmp / "haproxy.log", "ab"))
 
+    lab.popen(backend, ["taskset", "-c", LOAD_CPU, "iperf3", "-s", "-p", str(IPERF_PORT)],
+              stdout=subprocess.DEVNULL, stderr=open(tmp / "iperf3.log", "ab"))
     data = tmp / "fwd-api"
     start_apiserver(lab, node, data)
     kubeconfig = data / "admin.kubeconfig"
@@ -276,7 +308,9 @@ def bench_haproxy(lab: Lab, tmp: Path, seconds: int, profile: bool) -> tuple[lis
             "apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
             "spec": {"clusterIP": CLUSTER_IP, "selector": {"app": "web"}, "ports": [
                 {"name": "http", "port": 80, "targetPort": 8080},
-                {"name": "bulk", "port": 9000, "targetPort": 9000}]}}}]))
+                {"name": "bulk", "port": 9000, "targetPort": 9000},
+                {"name": "iperf", "port": IPERF_PORT, "protocol": "TCP"},
+                {"name": "iperf-udp", "port": IPERF_PORT, "protocol": "UDP"}]}}}]))
     log = tmp / "proxy-fwd.log"
     proxy = start_proxy(lab, node, kubeconfig, log, cpu=PROXY_CPU)
     wait_for(lambda: proxy_ready(lab, node, proxy, log) and
@@ -310,6 +344,13 @@ def bench_haproxy(lab: Lab, tmp: Path, seconds: int, profile: bool) -> tuple[lis
     for name in targets:
         results[name]["bulk"] = {"gib_s": max(bulk_runs[name])}
         print(f"  {name} bulk: {bulk_runs[name]}", flush=True)
+    udp_runs: dict[str, list] = {"meshnet-proxy": [], "direct": []}
+    for _ in range(ROUNDS):
+        for name, ip in (("meshnet-proxy", CLUSTER_IP), ("direct", BACKEND_IP)):
+            udp_runs[name].append(iperf_udp(lab, client, ip))
+    for name, runs in udp_runs.items():
+        results.setdefault(name, {})["udp"] = max(runs, key=lambda r: r["received_mbit_s"])
+        print(f"  {name} udp: {runs}", flush=True)
     profiles = {}
     lab.stop(proxy)
     if profile:
@@ -395,6 +436,12 @@ def report(latency: list[dict], fwd, profiles: dict) -> str:
         a, b = m["bulk"]["gib_s"], h["bulk"]["gib_s"]
         lines.append(f"| bulk download (1 GiB, best of 3) | {a:.2f} GiB/s | {b:.2f} GiB/s | "
                      f"**{a / b:.2f}** | ≥ 0.9 |")
+        u, d = res["meshnet-proxy"]["udp"], res["direct"]["udp"]
+        lines.append(f"| UDP datagrams received (iperf3, 1,400 B, best of {ROUNDS}) vs the "
+                     f"direct path | {u['received_pps']:,.0f}/s, {u['received_mbit_s']:,.0f} "
+                     f"Mbit/s, {u['lost_percent']:.1f}% lost | {d['received_pps']:,.0f}/s, "
+                     f"{d['received_mbit_s']:,.0f} Mbit/s, {d['lost_percent']:.1f}% lost | "
+                     f"**{u['received_pps'] / d['received_pps']:.2f}** | — |")
         errors = {f"{n} {k}": v["errors"] for n, r in res.items() for k, v in r.items()
                   if isinstance(v, dict) and v.get("errors")}
         if errors:
@@ -408,6 +455,46 @@ def report(latency: list[dict], fwd, profiles: dict) -> str:
     return "\n".join(lines)
 
 
+def summary_lines(latency: list[dict], fwd) -> list[dict]:
+    """This run's lines for bench/run's combined table (bench/summary.py)."""
+    out = []
+    for r in latency:
+        out.append(summary.line("proxy", f"network programming latency p99, "
+                                f"{r['services']:,} Services", f"{r['p99_ms']:.1f} ms",
+                                target="< 100 ms", met=r["p99_ms"] < 100))
+        out.append(summary.line("memory", f"meshnet-proxy RSS, {r['services']:,} Services",
+                                f"{r['rss_mib']:.0f} MiB"))
+    if len(latency) >= 2:
+        growth = latency[-1]["p99_ms"] / latency[0]["p99_ms"]
+        out.append(summary.line("proxy", f"programming p99 at {latency[-1]['services']:,} / "
+                                f"at {latency[0]['services']:,} Services", f"{growth:.2f}×",
+                                target="≤ 2×", met=growth <= 2))
+    if fwd:
+        _, res = fwd
+        m, h = res["meshnet-proxy"], res["haproxy"]
+        for mode, label in (("keep-alive", "keep-alive"), ("new connection", "new connection "
+                                                                              "per request")):
+            a, b = m[mode], h[mode]
+            out.append(summary.line("proxy", f"ClusterIP TCP requests/s, {label}",
+                                    f"{a['rate']:,.0f}", f"{b['rate']:,.0f} (HAProxy)",
+                                    a["rate"] / b["rate"], "≥ 0.7", a["rate"] / b["rate"] >= 0.7))
+            out.append(summary.line("proxy", f"ClusterIP TCP p99, {label}",
+                                    f"{a['p99_ms']:.2f} ms", f"{b['p99_ms']:.2f} ms (HAProxy)",
+                                    b["p99_ms"] / a["p99_ms"]))
+            out.append(summary.line("proxy", f"ClusterIP TCP CPU per request, {label}",
+                                    f"{a['cpu_us']:.0f} µs", f"{b['cpu_us']:.0f} µs (HAProxy)",
+                                    b["cpu_us"] / a["cpu_us"]))
+        a, b = m["bulk"]["gib_s"], h["bulk"]["gib_s"]
+        out.append(summary.line("proxy", "ClusterIP TCP bulk throughput", f"{a:.2f} GiB/s",
+                                f"{b:.2f} GiB/s (HAProxy)", a / b, "≥ 0.9", a / b >= 0.9))
+        u, d = res["meshnet-proxy"]["udp"], res["direct"]["udp"]
+        out.append(summary.line("proxy", "ClusterIP UDP datagrams/s received (iperf3)",
+                                f"{u['received_pps']:,.0f}",
+                                f"{d['received_pps']:,.0f} (direct, no proxy)",
+                                u["received_pps"] / d["received_pps"]))
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sizes", default="1000,10000")
@@ -416,6 +503,7 @@ def main() -> None:
     p.add_argument("--skip-latency", action="store_true")
     p.add_argument("--skip-haproxy", action="store_true")
     p.add_argument("--profile", action="store_true", help="profile the proxy under load (cProfile)")
+    p.add_argument("--summary", help="also write this run's lines for bench/run to this file")
     args = p.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench_proxy.py needs root (network namespaces)")
@@ -439,6 +527,7 @@ def main() -> None:
     out.parent.mkdir(exist_ok=True)
     out.write_text(text + "\n")
     print(f"written to {out}")
+    summary.write(args.summary, summary_lines(latency, fwd))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Helpers bench_proxy.py runs inside its network namespaces (one subcommand per run).
 
-    populate KUBECONFIG FROM TO      Services svc-FROM..svc-TO-1 (selectorless, one port) and
-                                     their Endpoints, 16 requests in flight
+    populate KUBECONFIG FROM TO [PER]
+                                     Services svc-FROM..svc-TO-1 (selectorless, one port) and
+                                     their Endpoints of PER addresses (default 1), 16 requests
+                                     in flight
     churn KUBECONFIG N COUNT GAP_S   COUNT Endpoints changes to random services of N, GAP_S
                                      apart; prints the proxy's latency histograms before/after
     objects KUBECONFIG OPS_JSON      create the objects in the JSON list (ops as e2e_api.py)
@@ -34,12 +36,18 @@ def cluster_ip(i: int) -> str:
     return f"10.100.{i // 250}.{i % 250 + 1}"
 
 
-def endpoints_body(i: int, ip: str) -> dict:
+def endpoints_body(i: int, *ips: str) -> dict:
     return {"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": f"svc-{i}"},
-            "subsets": [{"addresses": [{"ip": ip}], "ports": [{"name": "http", "port": 8080}]}]}
+            "subsets": [{"addresses": [{"ip": ip} for ip in ips],
+                         "ports": [{"name": "http", "port": 8080}]}]}
 
 
-async def populate(kubeconfig: str, first: int, last: int) -> dict:
+def endpoint_ip(n: int) -> str:
+    """The n-th of 16 million distinct addresses in 10.128.0.0/9 (lab-internal)."""
+    return f"10.{128 + n // 65536 % 128}.{n // 256 % 256}.{n % 256}"
+
+
+async def populate(kubeconfig: str, first: int, last: int, per: int = 1) -> dict:
     client = AsyncClient.from_kubeconfig(kubeconfig)
     sem = asyncio.Semaphore(IN_FLIGHT)
 
@@ -49,8 +57,9 @@ async def populate(kubeconfig: str, first: int, last: int) -> dict:
                 "apiVersion": "v1", "kind": "Service", "metadata": {"name": f"svc-{i}"},
                 "spec": {"clusterIP": cluster_ip(i),
                          "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}})
-            await client.create(ENDPOINTS, "default",
-                                endpoints_body(i, f"10.244.{i // 250 % 250}.{i % 250 + 1}"))
+            ips = ([f"10.244.{i // 250 % 250}.{i % 250 + 1}"] if per == 1 else
+                   [endpoint_ip(i * per + k) for k in range(per)])
+            await client.create(ENDPOINTS, "default", endpoints_body(i, *ips))
 
     start = time.monotonic()
     try:
@@ -137,7 +146,8 @@ def bulk_get(host: str, port: int) -> dict:
 def main(argv: list[str]) -> None:
     cmd, args = argv[0], argv[1:]
     if cmd == "populate":
-        result = asyncio.run(populate(args[0], int(args[1]), int(args[2])))
+        result = asyncio.run(populate(args[0], int(args[1]), int(args[2]),
+                                      int(args[3]) if len(args) > 3 else 1))
     elif cmd == "churn":
         result = asyncio.run(churn(args[0], int(args[1]), int(args[2]), float(args[3])))
     elif cmd == "objects":
