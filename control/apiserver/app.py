@@ -3,7 +3,8 @@
 Every failure leaves as a Kubernetes Status body: StatusError as is, anything unexpected as
 a 500 InternalError (logged with its traceback) — a bad request never takes the server down
 or stalls other clients. Only `/version`, `/healthz`, `/livez` and `/readyz` are served
-without a bearer token (kube-apiserver's public-info-viewer role allows the same).
+without a bearer token (kube-apiserver's public-info-viewer role allows the same); the store
+snapshot (`backup.SNAPSHOT_PATH`) only to users in system:masters.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 from aiohttp import web
 
 from meshnet.api import errors
-from meshnet.control.apiserver import discovery, handlers, openapi, wire
+from meshnet.control.apiserver import backup, discovery, handlers, openapi, wire
 from meshnet.control.apiserver.paths import parse_resource_path
 from meshnet.control.apiserver.registry import Registry
 from meshnet.control.apiserver.watch import BOOKMARK_INTERVAL_S, serve_watch
@@ -24,6 +25,7 @@ log = logging.getLogger("meshnet.apiserver")
 PUBLIC_PATHS = frozenset({"/version", "/healthz", "/livez", "/readyz"})
 REGISTRY_KEY = web.AppKey("registry", Registry)
 TOKENS_KEY = web.AppKey("tokens", dict)
+MASTERS_KEY = web.AppKey("masters", frozenset)
 ADDRESS_KEY = web.AppKey("address", str)
 WATCHES_KEY = web.AppKey("watches", set)
 BOOKMARK_KEY = web.AppKey("bookmark_interval_s", float)
@@ -35,8 +37,10 @@ def _authenticate(request: web.Request) -> None:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() == "bearer" and token:
-        for known in request.app[TOKENS_KEY]:
+        for known, user in request.app[TOKENS_KEY].items():
             if hmac.compare_digest(known.encode(), token.strip().encode()):
+                request[backup.USER] = user
+                request[backup.MASTER] = known in request.app[MASTERS_KEY]
                 return
     raise errors.unauthorized()
 
@@ -159,11 +163,18 @@ async def _close_watches(app: web.Application) -> None:
         watch.close()
 
 
+async def snapshot(request: web.Request) -> web.StreamResponse:
+    return await backup.serve_snapshot(request, request.app[REGISTRY_KEY].store)
+
+
 def make_app(registry: Registry, tokens: dict[str, str], address: str, *,
-             bookmark_interval_s: float = BOOKMARK_INTERVAL_S) -> web.Application:
+             bookmark_interval_s: float = BOOKMARK_INTERVAL_S,
+             masters: frozenset[str] = frozenset()) -> web.Application:
+    """`masters`: the tokens of system:masters users (they alone may take a snapshot)."""
     app = web.Application(middlewares=[status_errors], client_max_size=wire.MAX_BODY_BYTES)
     app[REGISTRY_KEY] = registry
     app[TOKENS_KEY] = tokens
+    app[MASTERS_KEY] = masters
     app[ADDRESS_KEY] = address
     app[WATCHES_KEY] = set()
     app[BOOKMARK_KEY] = bookmark_interval_s
@@ -182,6 +193,7 @@ def make_app(registry: Registry, tokens: dict[str, str], address: str, *,
     r.add_get("/openapi/v2", openapi_v2)
     r.add_get("/openapi/v3", openapi_v3_root)
     r.add_get("/openapi/v3/{path:.+}", openapi_v3_doc)
+    r.add_get(backup.SNAPSHOT_PATH, snapshot)
     for prefix in ("/api/{version}/{rest:.+}", "/apis/{group}/{version}/{rest:.+}"):
         r.add_route("*", prefix, resource)
     return app

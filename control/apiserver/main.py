@@ -3,6 +3,9 @@
 Start-up order: credentials (CA, serving cert, token, admin.kubeconfig) -> store -> registry ->
 admission hooks -> HTTPS listener -> controllers. Shutdown on SIGTERM/SIGINT in reverse: stop
 controllers, stop accepting, let in-flight requests finish (watches end), close the store.
+
+`--restore FILE` does not serve: it validates a `meshctl backup` file, fills the (empty) store
+with it and exits, before any API server runs on that store (see docs/apiserver.md).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import asyncio
 import dataclasses
 import ipaddress
 import logging
+import os
 import signal
 import socket
 import ssl
@@ -24,6 +28,9 @@ from aiohttp import web
 from meshnet.client.kubeconfig import meshnet_data_dir
 
 log = logging.getLogger("meshnet.apiserver")
+
+# As meshnet.control.store.DEFAULT_BUMP_REVISION (not imported: --help stays fast).
+DEFAULT_BUMP_REVISION = 1_000_000_000
 
 SHUTDOWN_GRACE_S = 5.0
 
@@ -68,6 +75,9 @@ class Options:
     pod_eviction_timeout_s: float = 300.0
     leader_elect: bool = True
     leader_lease_duration_s: float = 15.0
+    etcd_tls: tuple[str | None, str | None, str | None] = (None, None, None)
+    restore: str | None = None
+    bump_revision: int = 1_000_000_000
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,7 +95,23 @@ def build_parser() -> argparse.ArgumentParser:
                         "a free port and writes it into the kubeconfig)")
     p.add_argument("--store", default="",
                    help="storage backend: empty = embedded SQLite in the data dir, "
-                        "sqlite:///path.db, or etcd://host:port[,host:port][?prefix=/meshnet]")
+                        "sqlite:///path.db, etcd://host:port[,host:port][?prefix=/meshnet], or "
+                        "etcds://... for TLS to etcd (with --etcd-cafile etc.)")
+    p.add_argument("--etcd-cafile", default=None,
+                   help="with an etcds:// store: the CA that signed etcd's serving certificate "
+                        "(default: the system's CAs)")
+    p.add_argument("--etcd-certfile", default=None,
+                   help="with an etcds:// store: client certificate for etcd's "
+                        "--client-cert-auth (with --etcd-keyfile)")
+    p.add_argument("--etcd-keyfile", default=None,
+                   help="with an etcds:// store: the client certificate's private key")
+    p.add_argument("--restore", default=None, metavar="FILE",
+                   help="do not serve: fill the empty store with a `meshctl backup` file "
+                        "(validated first) and exit; start the API servers afterwards")
+    p.add_argument("--bump-revision", type=int, default=DEFAULT_BUMP_REVISION,
+                   help="with --restore: restored resourceVersions start this far above the "
+                        "backup's, so that anything written after the backup was taken is "
+                        f"older still (default {DEFAULT_BUMP_REVISION:,})")
     p.add_argument("--service-cidr", default="10.96.0.0/12",
                    help="ClusterIP range (default 10.96.0.0/12)")
     p.add_argument("--node-port-range", default="30000-32767",
@@ -142,6 +168,8 @@ def parse_options(argv: list[str] | None) -> Options:
         ipaddress.ip_network(args.service_cidr, strict=False)
         for addr in args.advertise_address:
             ipaddress.ip_address(addr)
+        if args.bump_revision < 0:
+            raise ValueError(f"--bump-revision {args.bump_revision}: must be >= 0")
     except (argparse.ArgumentTypeError, ValueError) as exc:
         parser.error(str(exc))
     return Options(Path(args.data_dir), host, port, args.store, args.service_cidr,
@@ -149,7 +177,9 @@ def parse_options(argv: list[str] | None) -> Options:
                    tuple(args.advertise_address), args.log_level, args.watch_history_seconds,
                    args.watch_history_min_events, args.compaction_interval_seconds,
                    args.watch_bookmark_interval_seconds, args.cluster_cidr, grace_s, eviction_s,
-                   args.leader_elect == "true", lease_s)
+                   args.leader_elect == "true", lease_s,
+                   (args.etcd_cafile, args.etcd_certfile, args.etcd_keyfile), args.restore,
+                   args.bump_revision)
 
 
 def advertise_address(opts: Options) -> str:
@@ -180,8 +210,6 @@ async def serve(opts: Options, *, ready: asyncio.Event | None = None,
     from meshnet.control.apiserver.registry import Registry
     from meshnet.control.controllers import ControllerConfig, install_admission, start_controllers
     from meshnet.control.controllers.leader import IdentityLease, LeaderElector
-    from meshnet.control.store import open_store
-
     address = advertise_address(opts)
     config = ControllerConfig(
         service_cidr=opts.service_cidr, node_port_range=opts.node_port_range,
@@ -193,9 +221,7 @@ async def serve(opts: Options, *, ready: asyncio.Event | None = None,
     creds = ensure_credentials(opts.data_dir, listen_host=opts.listen_host,
                                listen_port=opts.listen_port, advertise=list(opts.advertise_address),
                                cluster_domain=opts.cluster_domain, service_ip=service_ip)
-    store = open_store(opts.store, str(opts.data_dir), history_seconds=opts.history_seconds,
-                       history_min_events=opts.history_min_events,
-                       compaction_interval_s=opts.compaction_interval_s)
+    store = _open_store(opts)
     await store.start()
     registry = Registry(store)
     runner = None
@@ -203,7 +229,7 @@ async def serve(opts: Options, *, ready: asyncio.Event | None = None,
     identity_lease = None
     try:
         app = make_app(registry, creds.tokens, f"{address}:{opts.listen_port}",
-                       bookmark_interval_s=opts.bookmark_interval_s)
+                       bookmark_interval_s=opts.bookmark_interval_s, masters=creds.masters)
         runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                shutdown_timeout=SHUTDOWN_GRACE_S)
         await runner.setup()
@@ -245,6 +271,35 @@ async def serve(opts: Options, *, ready: asyncio.Event | None = None,
         await store.close()
 
 
+def _open_store(opts: Options):
+    from meshnet.control.store import EtcdTLS, open_store
+
+    return open_store(opts.store, str(opts.data_dir), etcd_tls=EtcdTLS(*opts.etcd_tls),
+                      history_seconds=opts.history_seconds,
+                      history_min_events=opts.history_min_events,
+                      compaction_interval_s=opts.compaction_interval_s)
+
+
+async def restore(opts: Options) -> str:
+    """--restore: validate the file, then fill the empty store; returns a summary line."""
+    from meshnet.control.store import read_snapshot, restore_snapshot
+
+    snapshot = read_snapshot(opts.restore)  # every line checked before the store is opened
+    if opts.store in ("", "sqlite"):  # as ensure_credentials: the store holds every Secret
+        opts.data_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(opts.data_dir, 0o700)
+    store = _open_store(opts)
+    await store.start()
+    try:
+        revision = await restore_snapshot(store, snapshot, opts.bump_revision)
+    finally:
+        await store.close()
+    return (f"restored {len(snapshot.items)} keys from {opts.restore} (taken at revision "
+            f"{snapshot.revision}, {snapshot.created_at}) into "
+            f"{opts.store or opts.data_dir / 'store.db'}; the store is at revision {revision}: "
+            "older resourceVersions get 410 Gone")
+
+
 def main(argv: list[str] | None = None) -> int:
     opts = parse_options(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
@@ -255,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     from meshnet.control.store import StoreError
 
     async def run() -> None:
+        if opts.restore is not None:
+            print(await restore(opts), flush=True)
+            return
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -15,8 +15,13 @@ The API server maps `mod_revision` to `metadata.resourceVersion`.
 - `watch(prefix, since)` yields every event with revision > `since`, in order, then live
   events. If `since` is older than the compacted revision it raises `Compacted` (the API
   server's 410 Gone). History is kept long enough for clients reconnecting within minutes.
+- `restore(items, above)` fills an EMPTY store from a backup (`snapshot.py`): every key lands
+  at a revision above `above` (the backup's revision plus a bump), and everything up to the
+  last restored revision counts as compacted, so a client still holding a resourceVersion of
+  the lost store gets 410 and relists instead of resuming into different history
+  (etcdutl snapshot restore's --bump-revision and --mark-compacted).
 
-Backends: `sqlite.SQLiteStore` (embedded default); etcd in a later issue, same tests.
+Backends: `sqlite.SQLiteStore` (embedded default) and `etcd.EtcdStore`, same tests.
 """
 
 from __future__ import annotations
@@ -94,6 +99,10 @@ class Compacted(StoreError):
         self.compact_revision = compact_revision
 
 
+class StoreNotEmpty(StoreError):
+    """A restore found keys (or an earlier restore) in the store it was to fill."""
+
+
 class WatchClosed(StoreError):
     """The watcher fell too far behind (or the store closed) and was cut off."""
 
@@ -160,3 +169,12 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def compact(self, revision: int) -> None:
         """Drop history at or below revision (never the current state)."""
+
+    @abc.abstractmethod
+    async def restore(self, items: list[tuple[str, bytes]], above_revision: int) -> int:
+        """Fill this empty store with items (key, value; distinct keys) at revisions above
+        above_revision, and mark every revision up to the last one written compacted.
+        Returns the store's revision afterwards. Raises StoreNotEmpty if the store holds any
+        key. A failed restore leaves nothing a store would open on: SQLite writes it as one
+        transaction; etcd deletes what it wrote again (and a prefix where that failed too
+        stays marked as an unfinished restore, which no store opens)."""

@@ -26,6 +26,10 @@ restart. `compact_expired()` (run every COMPACT_INTERVAL_S) drops events older t
 (injected for tests) sampled per applied batch into coarse marks; events loaded at start count
 as written at start, which can only keep them longer.
 
+Restore (from a backup, into an empty store only): one writer transaction writes every key at
+one revision above the backup's and marks it compacted; the loop then swaps in the new state
+and cuts off any watcher (it watched the empty store).
+
 Watchers: one bounded queue each; fan-out looks up the prefixes of each key by the lengths
 registered watchers use, so it costs O(distinct prefix lengths + matching watchers). A watcher
 more than MAX_WATCH_BACKLOG events behind is cut off (its iterator raises WatchClosed; the
@@ -47,7 +51,7 @@ from typing import Callable
 
 from .ages import RevisionAges
 from .base import Compacted, Event, KeyValue, Op, Store, StoreError, Watcher, WatchClosed
-from .sqlite_writer import CompactRequest, SQLiteWriter, TxnRequest, _settle
+from .sqlite_writer import CompactRequest, RestoreRequest, SQLiteWriter, TxnRequest, _settle
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +211,8 @@ class SQLiteStore(Store):
         if self._state != "new":
             raise StoreError(f"store {self.path} was already started")
         loop = asyncio.get_running_loop()
-        self._writer = SQLiteWriter(self.path, loop, self._on_commit, self._on_compact)
+        self._writer = SQLiteWriter(self.path, loop, self._on_commit, self._on_compact,
+                                    self._on_restore)
         snapshot = await self._writer.open()
         self._kv = snapshot.kvs
         self._keys = snapshot.keys
@@ -232,9 +237,12 @@ class SQLiteStore(Store):
             pass
         await self._writer.stop()
         self._state = "closed"
+        self._cut_watchers(f"store {self.path} closed")
+
+    def _cut_watchers(self, reason: str) -> None:
         for watchers in list(self._watchers.values()):
             for watcher in watchers:
-                watcher._cut(f"store {self.path} closed")
+                watcher._cut(reason)
         self._watchers.clear()
         self._prefix_lengths.clear()
 
@@ -369,6 +377,29 @@ class SQLiteStore(Store):
             del self._history[:bisect.bisect_right(self._history, req.revision,
                                                    key=_revision_of)]
         _settle(req.future, None, req.error)
+
+    # --- restore -------------------------------------------------------------------------
+
+    async def restore(self, items: list[tuple[str, bytes]], above_revision: int) -> int:
+        """Fill the empty store in one SQLite transaction, every key at one revision."""
+        self._check_open()
+        items = list(items)
+        if items:
+            _check_ops([Op("create", key, value) for key, value in items])
+        future = asyncio.get_running_loop().create_future()
+        self._writer.submit(RestoreRequest(items, above_revision, future))
+        return await future
+
+    def _on_restore(self, req: RestoreRequest) -> None:
+        if req.error is None:
+            self._kv = req.kvs
+            self._keys = sorted(req.kvs)
+            self._history = []
+            self._revision = self._compact_revision = req.revision
+            self._ages.mark(self._revision)
+            # Anyone watching saw the empty store: what they hold no longer describes it.
+            self._cut_watchers(f"store {self.path} was restored from a backup; list again")
+        _settle(req.future, self._revision, req.error)
 
     async def compact_expired(self) -> int:
         """One auto-compaction pass; returns the compact revision afterwards.

@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 One thread owns the only SQLite connection; the event loop never touches SQLite. The loop
-hands it requests through a FIFO queue (txns, compactions, stop). The thread takes every txn
+hands it requests through a FIFO queue (txns, compactions, restores, stop). The thread takes every txn
 waiting in the queue and commits them as ONE SQLite transaction, so a whole batch costs one
 fsync of the WAL (group commit): while one batch is being fsynced the next one queues up,
 which is what makes durable writes fast under concurrency.
@@ -23,6 +23,9 @@ does the thread post the batch to the loop with `call_soon_threadsafe`; the loop
 batches in the order posted, i.e. in revision order. A kill -9 at any moment therefore loses
 at most unacknowledged txns, and never half of one (a batch is one SQLite transaction).
 
+A restore (of an empty store only) is one SQLite transaction too: the keys, the jump of the
+revision and the compaction mark commit together, so a failed restore leaves the file empty.
+
 `locking_mode=EXCLUSIVE` makes a second process (or store) opening the same file fail fast
 instead of silently forking the revision sequence.
 """
@@ -37,7 +40,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from .base import Event, KeyExists, KeyNotFound, KeyValue, Op, RevisionMismatch, StoreError
+from .base import (Event, KeyExists, KeyNotFound, KeyValue, Op, RevisionMismatch, StoreError,
+                   StoreNotEmpty)
 
 SCHEMA_VERSION = 1
 # A bound on one SQLite transaction, so one huge burst does not delay every ack behind it.
@@ -74,6 +78,18 @@ class TxnRequest:
 class CompactRequest:
     revision: int
     future: asyncio.Future
+    error: BaseException | None = None
+
+
+@dataclass(slots=True)
+class RestoreRequest:
+    """Fill the empty store at one revision above `above`; `kvs` is what was written."""
+
+    items: list[tuple[str, bytes]]
+    above: int
+    future: asyncio.Future
+    revision: int = 0
+    kvs: dict[str, KeyValue] = field(default_factory=dict)
     error: BaseException | None = None
 
 
@@ -152,11 +168,13 @@ class SQLiteWriter:
 
     def __init__(self, path: str, loop: asyncio.AbstractEventLoop,
                  on_commit: Callable[[list[TxnRequest]], None],
-                 on_compact: Callable[[CompactRequest], None]):
+                 on_compact: Callable[[CompactRequest], None],
+                 on_restore: Callable[[RestoreRequest], None]):
         self.path = path
         self._loop = loop
         self._on_commit = on_commit
         self._on_compact = on_compact
+        self._on_restore = on_restore
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._db: sqlite3.Connection | None = None
         self._thread: threading.Thread | None = None
@@ -178,7 +196,7 @@ class SQLiteWriter:
         self._thread.start()
         return await ready
 
-    def submit(self, request: TxnRequest | CompactRequest) -> None:
+    def submit(self, request: TxnRequest | CompactRequest | RestoreRequest) -> None:
         self._queue.put(request)
 
     async def stop(self) -> None:
@@ -266,6 +284,8 @@ class SQLiteWriter:
                 return item
             if isinstance(item, CompactRequest):
                 self._compact(item)
+            if isinstance(item, RestoreRequest):
+                self._restore(item)
 
     def _commit_batch(self, batch: list[TxnRequest]) -> None:
         db = self._db
@@ -353,3 +373,38 @@ class SQLiteWriter:
                                        f"{req.revision} failed: {exc}")
         self._post(self._on_compact, req)
 
+
+    def _restore(self, req: RestoreRequest) -> None:
+        try:
+            req.revision, req.kvs = self._write_restore(req.items, req.above)
+        except StoreError as exc:
+            req.error = exc
+        self._post(self._on_restore, req)
+
+    def _write_restore(self, items: list[tuple[str, bytes]],
+                       above: int) -> tuple[int, dict[str, KeyValue]]:
+        """One SQLite transaction: every key at revision R = max(above, revision) + 1, the
+        log emptied, compact_revision = R (nothing before R can be watched)."""
+        if self._kv:
+            raise StoreNotEmpty(f"store {self.path} is not empty ({len(self._kv)} keys, "
+                                f"revision {self._revision}); restore needs a fresh store: "
+                                "move the file away or use another --data-dir")
+        revision = max(above, self._revision) + 1
+        kvs = {key: KeyValue(key, value, revision, revision) for key, value in items}
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("DELETE FROM log")
+            db.executemany("INSERT INTO kv (key, value, create_rev, mod_rev) VALUES (?, ?, ?, ?)",
+                           ((kv.key, kv.value, revision, revision) for kv in kvs.values()))
+            db.executemany("UPDATE meta SET value = ? WHERE name = ?",
+                           ((revision, "revision"), (revision, "compact_revision")))
+            db.execute("COMMIT")
+        except (sqlite3.Error, ValueError) as exc:  # UnicodeEncodeError is a ValueError
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise StoreError(f"store {self.path}: restore failed, nothing written: {exc}") \
+                from None
+        self._kv = dict(kvs)
+        self._revision = self._compact_revision = revision
+        return revision, kvs

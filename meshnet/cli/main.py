@@ -21,8 +21,8 @@ from typing import Callable
 
 from meshnet.client.errors import ApiError, ClientError, ConfigError, ConnectionFailed
 
-from . import (apply, completion, config, create, delete, describe, edit, expose, get, info,
-               label, logs, rollout, up)
+from . import (apply, backup, completion, config, create, delete, describe, edit, expose, get,
+               info, label, logs, rollout, up)
 from .context import IO, Session
 from .errors import CLIError, Reported, error_text
 from .flags import add_global_flags, bool_options, normalize_bools, value_options
@@ -164,6 +164,12 @@ COMMANDS = Command(PROG, "meshctl controls a meshnet (or any Kubernetes) cluster
             up.configure_down, up.run_down),
     Command("status", "Show what `meshctl up` runs and whether the node is Ready",
             up.configure_down, up.run_status),
+    Command("backup", "Write a snapshot of the whole cluster store to a file",
+            backup.configure_backup, backup.run_backup, description=backup.BACKUP_DESCRIPTION,
+            examples=backup.BACKUP_EXAMPLES),
+    Command("restore", "Fill a new control plane's empty store from a backup (offline)",
+            backup.configure_restore, backup.run_restore,
+            description=backup.RESTORE_DESCRIPTION, examples=backup.RESTORE_EXAMPLES),
     Command("__complete", "", _complete_configure, None, hidden=True),
 ])
 

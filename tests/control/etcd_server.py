@@ -2,7 +2,10 @@
 
 Each member listens on free 127.0.0.1 client and peer ports with its data dir under the
 test's tmp dir, and is stopped by PID. `kill()` is the crash case (SIGKILL), `start()` again
-restarts a member on the same data dir and ports.
+restarts a member on the same data dir and ports. `etcd = etcd_fixture()` in a test module
+gives it a fixture `etcd` (one cluster per module). `start_etcd(tmp, tls=True)` serves clients
+over TLS with --client-cert-auth: `EtcdTLSFiles` (made with the API server's certificate
+helpers) holds the CA, the member's certificate and a client certificate.
 """
 
 from __future__ import annotations
@@ -10,10 +13,16 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
+
+from meshnet.control.apiserver.certs import issue_cert, new_ca, write_cert
 
 READY_TIMEOUT_S = 30.0
 # meshnet txns have a handful of ops, but the store tests write 10k keys in one txn
@@ -27,10 +36,42 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass(frozen=True)
+class EtcdTLSFiles:
+    ca: Path  # signs everything below
+    server_cert: Path  # the members' (serverAuth and clientAuth: etcd's gateway dials with it)
+    server_key: Path
+    client_cert: Path  # what an API server presents (--etcd-certfile)
+    client_key: Path
+    other_ca: Path  # a CA that signed none of these
+
+    @classmethod
+    def make(cls, directory: Path) -> EtcdTLSFiles:
+        directory.mkdir(parents=True, exist_ok=True)
+        ca_cert, ca_key = new_ca("etcd-test-ca")
+        files = cls(*(directory / name for name in (
+            "ca.crt", "server.crt", "server.key", "client.crt", "client.key", "other-ca.crt")))
+        write_cert(files.ca, directory / "ca.key", ca_cert, ca_key)
+        write_cert(files.server_cert, files.server_key,
+                   *issue_cert(ca_cert, ca_key, "etcd", ["127.0.0.1", "localhost"],
+                               server=True, client=True))
+        write_cert(files.client_cert, files.client_key,
+                   *issue_cert(ca_cert, ca_key, "meshnet-apiserver", [], server=False,
+                               client=True))
+        write_cert(files.other_ca, directory / "other-ca.key", *new_ca("someone-else"))
+        return files
+
+    def client_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.ca))
+        context.load_cert_chain(str(self.client_cert), str(self.client_key))
+        return context
+
+
 class EtcdMember:
-    def __init__(self, name: str, data_dir: Path):
+    def __init__(self, name: str, data_dir: Path, tls: EtcdTLSFiles | None = None):
         self.name = name
         self.data_dir = data_dir
+        self.tls = tls
         self.client_port = free_port()
         self.peer_port = free_port()
         self.proc: subprocess.Popen | None = None
@@ -47,21 +88,30 @@ class EtcdMember:
     def peer_url(self) -> str:
         return f"http://127.0.0.1:{self.peer_port}"
 
+    @property
+    def client_url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.endpoint}"
+
     def start(self, initial_cluster: str, token: str) -> None:
-        client = f"http://{self.endpoint}"
+        client = self.client_url
+        tls = [] if self.tls is None else [
+            "--cert-file", str(self.tls.server_cert), "--key-file", str(self.tls.server_key),
+            "--trusted-ca-file", str(self.tls.ca), "--client-cert-auth"]
         log = open(self.data_dir.parent / f"{self.name}.log", "ab")
         self.proc = subprocess.Popen(
             ["etcd", "--name", self.name, "--data-dir", str(self.data_dir),
              "--listen-client-urls", client, "--advertise-client-urls", client,
              "--listen-peer-urls", self.peer_url, "--initial-advertise-peer-urls", self.peer_url,
              "--initial-cluster", initial_cluster, "--initial-cluster-state", "new",
-             "--initial-cluster-token", token,
+             "--initial-cluster-token", token, *tls,
              "--max-txn-ops", str(MAX_TXN_OPS), "--log-level", "warn"],
             stdout=log, stderr=log, start_new_session=True)
 
     def healthy(self) -> bool:
+        context = self.tls.client_context() if self.tls else None
         try:
-            with urllib.request.urlopen(f"http://{self.endpoint}/health", timeout=1) as resp:
+            with urllib.request.urlopen(f"{self.client_url}/health", timeout=1,
+                                        context=context) as resp:
                 return json.load(resp).get("health") == "true"
         except OSError:
             return False
@@ -84,8 +134,9 @@ class EtcdMember:
 
 
 class EtcdCluster:
-    def __init__(self, tmp: Path, size: int = 1):
-        self.members = [EtcdMember(f"m{i}", tmp / f"m{i}.etcd") for i in range(size)]
+    def __init__(self, tmp: Path, size: int = 1, tls: bool = False):
+        self.tls = EtcdTLSFiles.make(tmp / "pki") if tls else None
+        self.members = [EtcdMember(f"m{i}", tmp / f"m{i}.etcd", self.tls) for i in range(size)]
         self.initial_cluster = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
         self.token = f"meshnet-test-{self.members[0].peer_port}"  # one per cluster
 
@@ -94,11 +145,12 @@ class EtcdCluster:
 
     @property
     def url(self) -> str:
-        return "etcd://" + ",".join(m.endpoint for m in self.members)
+        scheme = "etcds" if self.tls else "etcd"
+        return f"{scheme}://" + ",".join(m.endpoint for m in self.members)
 
     @property
     def endpoints(self) -> list[str]:
-        return [f"http://{m.endpoint}" for m in self.members]
+        return [m.client_url for m in self.members]
 
     def start(self) -> None:
         for member in self.members:
@@ -125,11 +177,24 @@ class EtcdCluster:
             member.stop()
 
 
-def start_etcd(tmp: Path, size: int = 1) -> EtcdCluster:
-    cluster = EtcdCluster(tmp, size)
+def start_etcd(tmp: Path, size: int = 1, tls: bool = False) -> EtcdCluster:
+    cluster = EtcdCluster(tmp, size, tls)
     try:
         cluster.start()
     except BaseException:
         cluster.stop()
         raise
     return cluster
+
+
+def etcd_fixture(scope: str = "module", tls: bool = False):
+    """A pytest fixture running one etcd member for the scope; assign it to `etcd`."""
+    @pytest.fixture(scope=scope, name="etcd")
+    def fixture(tmp_path_factory):
+        cluster = start_etcd(tmp_path_factory.mktemp("etcd-tls" if tls else "etcd"), tls=tls)
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
+
+    return fixture

@@ -12,20 +12,14 @@ from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
 from conftest import start_apiserver
-from etcd_server import start_etcd
+from etcd_server import etcd_fixture
 
 WATCH_TIMEOUT_S = 10
 
 _prefixes = itertools.count()
 
 
-@pytest.fixture(scope="module")
-def etcd(tmp_path_factory):
-    cluster = start_etcd(tmp_path_factory.mktemp("etcd"))
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+etcd = etcd_fixture()
 
 
 @pytest.fixture

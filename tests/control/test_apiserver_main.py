@@ -28,7 +28,8 @@ def test_help_lists_the_flags():
     out = subprocess.run([BIN / "meshnet-apiserver", "--help"], capture_output=True, text=True)
     assert out.returncode == 0
     for flag in ("--data-dir", "--listen", "--store", "--service-cidr", "--node-port-range",
-                 "--lb-pool", "--cluster-domain", "--advertise-address"):
+                 "--lb-pool", "--cluster-domain", "--advertise-address", "--etcd-cafile",
+                 "--etcd-certfile", "--etcd-keyfile", "--restore", "--bump-revision"):
         assert flag in out.stdout
 
 
@@ -39,6 +40,13 @@ BAD = [
     ("bad lb pool", ["--lb-pool", "bogus"], "--lb-pool 'bogus'"),
     ("etcd unreachable", ["--store", "etcd://127.0.0.1:1"], "is etcd running"),
     ("store scheme", ["--store", "mysql://127.0.0.1:1"], "unsupported scheme"),
+    ("etcd TLS files without etcds", ["--etcd-cafile", "/ca.crt"], "not etcds://"),
+    ("a client certificate without its key",
+     ["--store", "etcds://127.0.0.1:1", "--etcd-certfile", "/c.crt"], "go together"),
+    ("a negative revision bump", ["--restore", "x", "--bump-revision", "-1"],
+     "--bump-revision -1: must be >= 0"),
+    ("a restore file that is not there", ["--restore", "/nonexistent/backup"],
+     "/nonexistent/backup: cannot read it: No such file or directory"),
 ]
 
 

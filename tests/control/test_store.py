@@ -19,14 +19,13 @@ import sys
 
 import pytest
 
-from meshnet.control.store import (BackendNotImplemented, Compacted, EtcdStore, Event,
-                                   KeyExists, KeyNotFound, KeyValue, Op, RevisionMismatch,
-                                   SQLiteStore, StoreError, WatchClosed, WatchCompacted,
-                                   open_store)
+from meshnet.control.store import (Compacted, EtcdStore, EtcdTLS, Event, KeyExists,
+                                   KeyNotFound, KeyValue, Op, RevisionMismatch, SQLiteStore,
+                                   StoreError, WatchClosed, WatchCompacted, open_store)
 from meshnet.control.store.etcd import parse_etcd_url
 from meshnet.control.store.sqlite import MAX_WATCH_BACKLOG
 
-from etcd_server import start_etcd
+from etcd_server import etcd_fixture, start_etcd
 
 TIMEOUT_S = 10  # generous bound on any single await, so a bug fails instead of hanging
 
@@ -68,13 +67,7 @@ class EtcdBackend:
         return store
 
 
-@pytest.fixture(scope="session")
-def etcd(tmp_path_factory):
-    cluster = start_etcd(tmp_path_factory.mktemp("etcd"))
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+etcd = etcd_fixture(scope="session")
 
 
 # Fixed width, so no test's prefix is a string prefix of another's.
@@ -596,36 +589,47 @@ async def test_one_process_one_store(tmp_path):
 # --- open_store -----------------------------------------------------------------------------
 
 OPEN_STORE = [
-    # (description, url, expected path relative to data_dir, or the error and its message)
-    ("the default", "", "data/store.db", None, None),
-    ("sqlite without a path", "sqlite", "data/store.db", None, None),
-    ("an absolute sqlite path", "sqlite://{tmp}/elsewhere/x.db", "elsewhere/x.db", None, None),
-    ("a relative sqlite path", "sqlite://x.db", None, StoreError, "absolute path"),
-    ("etcd over TLS", "etcds://127.0.0.1:2379", None, BackendNotImplemented, "TLS"),
-    ("an unknown scheme", "mysql://db", None, StoreError, "unsupported scheme"),
+    # (description, url, TLS files, expected path relative to data_dir, or the error's message)
+    ("the default", "", EtcdTLS(), "data/store.db", None),
+    ("sqlite without a path", "sqlite", EtcdTLS(), "data/store.db", None),
+    ("an absolute sqlite path", "sqlite://{tmp}/elsewhere/x.db", EtcdTLS(), "elsewhere/x.db",
+     None),
+    ("a relative sqlite path", "sqlite://x.db", EtcdTLS(), None, "absolute path"),
+    ("an unknown scheme", "mysql://db", EtcdTLS(), None, "unsupported scheme"),
+    ("TLS files for plain etcd", "etcd://127.0.0.1:2379", EtcdTLS(ca_file="/ca.crt"), None,
+     "not etcds://"),
+    ("TLS files for sqlite", "", EtcdTLS(ca_file="/ca.crt"), None, "not etcds://"),
+    ("a client certificate without its key", "etcds://127.0.0.1:2379",
+     EtcdTLS(cert_file="/c.crt"), None, "go together"),
+    ("a missing CA file", "etcds://127.0.0.1:2379", EtcdTLS(ca_file="/nonexistent/ca.crt"),
+     None, "--etcd-cafile /nonexistent/ca.crt: cannot load it"),
+    ("a CA file that is not PEM", "etcds://127.0.0.1:2379", EtcdTLS(ca_file="{tmp}/junk"),
+     None, "cannot load it as PEM"),
+    ("a key that does not load", "etcds://127.0.0.1:2379",
+     EtcdTLS(cert_file="{tmp}/junk", key_file="{tmp}/junk"), None,
+     "--etcd-certfile {tmp}/junk / --etcd-keyfile {tmp}/junk: cannot load"),
 ]
 
 
-@pytest.mark.parametrize("url, path, error, message", [c[1:] for c in OPEN_STORE],
+@pytest.mark.parametrize("url, tls, path, message", [c[1:] for c in OPEN_STORE],
                          ids=[c[0] for c in OPEN_STORE])
-async def test_open_store(tmp_path, url, path, error, message):
+async def test_open_store(tmp_path, url, tls, path, message):
     url = url.format(tmp=tmp_path)
+    tls = EtcdTLS(*(f and f.format(tmp=tmp_path) for f in
+                    (tls.ca_file, tls.cert_file, tls.key_file)))
+    (tmp_path / "junk").write_text("not a certificate\n")
     data_dir = str(tmp_path / "data")
-    if error is not None:
-        with pytest.raises(error, match=message):
-            open_store(url, data_dir)
+    if message is not None:
+        with pytest.raises(StoreError) as info:
+            open_store(url, data_dir, etcd_tls=tls)
+        assert message.format(tmp=tmp_path) in str(info.value)
         return
-    store = open_store(url, data_dir, history_seconds=60)
+    store = open_store(url, data_dir, etcd_tls=tls, history_seconds=60)
     assert isinstance(store, SQLiteStore) and store.path == str(tmp_path / path)
     await store.start()  # creates the missing directory
     await store.create("/a", b"")
     await store.close()
     assert os.path.exists(tmp_path / path)
-
-
-def test_etcds_not_implemented_is_both_kinds_of_error():
-    with pytest.raises(NotImplementedError):
-        open_store("etcds://127.0.0.1:2379", "/nonexistent")
 
 
 ETCD_URLS = [
@@ -645,7 +649,9 @@ ETCD_URLS = [
     ("a bad port", "etcd://127.0.0.1:99999", None, "is not host:port"),
     ("an empty endpoint", "etcd://127.0.0.1:2379,", None, "is not host:port"),
     ("an unknown option", "etcd://127.0.0.1:2379?timeout=3", None, "unknown option(s) timeout"),
-    ("a path", "etcd://127.0.0.1:2379/meshnet", None, "expected etcd://host:port"),
+    ("a path", "etcd://127.0.0.1:2379/meshnet", None, "expected etcd[s]://host:port"),
+    ("TLS", "etcds://10.0.0.1:2379,10.0.0.2:2379?prefix=/a",
+     ["https://10.0.0.1:2379", "https://10.0.0.2:2379"], "/a"),
 ]
 
 
