@@ -193,6 +193,23 @@ def report(args, figures: dict[str, dict]) -> str:
     return "\n".join(out + rows + ["", f"creates/s per round: {spread}."]) + "\n"
 
 
+def summary_lines(args, figures: dict[str, dict]) -> list[dict]:
+    """bench/run's lines: the etcd store (issue 7) against the embedded SQLite one, so here
+    the reference is SQLite and a ratio > 1 means etcd is better."""
+    import summary
+
+    sq, et = figures["sqlite"], figures["etcd"]
+    a, b = statistics.median(et["rate"]), statistics.median(sq["rate"])
+    out = [summary.line("store", f"etcd store creates/s, {args.clients} clients, durable",
+                        f"{a:,.0f}", f"{b:,.0f} (SQLite store)", a / b)]
+    for q in (50, 99):
+        a, b = pct(et["watch"], q), pct(sq["watch"], q)
+        out.append(summary.line("store", f"etcd store watch latency, {args.watchers} "
+                                f"watchers, p{q}", f"{a * 1000:.1f} ms",
+                                f"{b * 1000:.1f} ms (SQLite store)", b / a))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=16)
@@ -201,6 +218,7 @@ def main() -> None:
     parser.add_argument("--watchers", type=int, default=100)
     parser.add_argument("--events", type=int, default=100)
     parser.add_argument("--dir", help="directory for the stores (default: a fresh temp dir)")
+    parser.add_argument("--summary", help="also write this run's lines for bench/run here")
     args = parser.parse_args()
     import uvloop
 
@@ -212,6 +230,9 @@ def main() -> None:
     results = Path(__file__).parent / "results"
     results.mkdir(exist_ok=True)
     (results / f"store-{time.strftime('%Y-%m-%d')}.md").write_text(table)
+    import summary
+
+    summary.write(args.summary, summary_lines(args, figures))
 
 
 if __name__ == "__main__":
