@@ -16,7 +16,7 @@ import logging
 import sys
 
 from meshnet.client.aio import AsyncClient
-from meshnet.daemon import DaemonError, run_daemon
+from meshnet.daemon import DaemonError, add_server_flag, run_daemon
 from meshnet.dns.forward import DEFAULT_MAX_CONCURRENT, DEFAULT_TIMEOUT_S, Forwarder
 from meshnet.dns.server import DnsServer
 from meshnet.dns.stats import DnsMetrics
@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Cluster DNS per the Kubernetes DNS spec 1.1.0, fed by a meshnet (or any "
                     "Kubernetes) API server; other names are forwarded upstream.")
     p.add_argument("--kubeconfig", required=True, help="kubeconfig of the API server to follow")
+    add_server_flag(p)
     p.add_argument("--listen", default="0.0.0.0:53",
                    help="UDP and TCP address ADDR:PORT (default 0.0.0.0:53; port 0 = any)")
     p.add_argument("--upstream", default="",
@@ -124,7 +125,7 @@ async def serve(args, stop: asyncio.Event) -> None:
     else:
         upstreams = upstreams_from_resolv_conf()
     try:
-        client = AsyncClient.from_kubeconfig(args.kubeconfig)
+        client = AsyncClient.from_kubeconfig(args.kubeconfig, server=args.server)
     except Exception as exc:  # kubeconfig errors of every kind end up here
         raise DaemonError(f"--kubeconfig {args.kubeconfig}: {exc}") from None
     metrics = DnsMetrics()

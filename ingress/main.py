@@ -18,7 +18,7 @@ import os
 
 from meshnet.client.aio import AsyncClient
 from meshnet.client.errors import ClientError
-from meshnet.daemon import DaemonError, run_daemon
+from meshnet.daemon import DaemonError, add_server_flag, run_daemon
 from meshnet.ingress.certs import TLSStore, generate_self_signed
 from meshnet.ingress.controller import IngressController
 from meshnet.ingress.proxy import Proxy, ServerSettings
@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="HTTP/HTTPS ingress controller for meshnet")
     p.add_argument("--kubeconfig", help="kubeconfig of the API server (default: $KUBECONFIG, "
                    "~/.kube/config)")
+    add_server_flag(p)
     p.add_argument("--http-listen", default="0.0.0.0:80", metavar="ADDR:PORT")
     p.add_argument("--https-listen", default="0.0.0.0:443", metavar="ADDR:PORT")
     p.add_argument("--ingress-class", default=None, metavar="NAME",
@@ -107,7 +108,7 @@ async def serve(args, stop: asyncio.Event) -> None:
     default_cert = parse_ref(args.default_ssl_certificate, "--default-ssl-certificate") \
         if args.default_ssl_certificate else ""
     try:
-        client = AsyncClient.from_kubeconfig(args.kubeconfig)
+        client = AsyncClient.from_kubeconfig(args.kubeconfig, server=args.server)
     except (ClientError, OSError, ValueError) as exc:
         raise DaemonError(f"--kubeconfig {args.kubeconfig or '(default)'}: {exc}") from None
     metrics = Registry()

@@ -48,3 +48,12 @@ def run_daemon(prog: str, serve: Callable[[asyncio.Event], Awaitable[None]], *,
         print(f"{prog}: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def add_server_flag(parser) -> None:
+    """`--server URL[,URL...]`, shared by every daemon that talks to the API server."""
+    parser.add_argument(
+        "--server", default="", metavar="URL[,URL...]",
+        help="API server(s) to use instead of the kubeconfig's (credentials still come from "
+             "the kubeconfig); several, comma-separated, share one store and the daemon fails "
+             "over between them (docs/failover.md)")

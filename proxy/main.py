@@ -17,7 +17,7 @@ import logging
 import socket
 
 from meshnet.client.aio import AsyncClient
-from meshnet.daemon import DaemonError, run_daemon
+from meshnet.daemon import DaemonError, add_server_flag, run_daemon
 from meshnet.metrics import serve_status
 from meshnet.proxy.announce import LEASE_DURATION_S
 from meshnet.proxy.announcer import Announcer, Uplink
@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kubeconfig", help="kubeconfig of the API server (default: $KUBECONFIG "
                                         "or ~/.kube/config)")
     p.add_argument("--context", help="kubeconfig context to use")
+    add_server_flag(p)
     p.add_argument("--node-name", default=socket.gethostname(),
                    help="this node's name, for traffic policy Local (default: host name)")
     p.add_argument("--vip-interface", default="meshnet0",
@@ -100,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
     try:
-        client = AsyncClient.from_kubeconfig(args.kubeconfig, args.context)
+        client = AsyncClient.from_kubeconfig(args.kubeconfig, args.context, server=args.server)
     except Exception as exc:
         raise DaemonError(f"cannot load kubeconfig {args.kubeconfig or '(default)'}: "
                           f"{exc}") from None

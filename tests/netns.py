@@ -143,3 +143,24 @@ def lab(tmp_path):
         yield the_lab
     finally:
         the_lab.cleanup()
+
+
+def free_subnet(supernet: str, prefixlen: int) -> str:
+    """A random subnet of `supernet` that no address or route of the host touches (labs
+    running side by side each get their own)."""
+    import ipaddress
+    import secrets
+
+    used = ip("-4", "route", "show", "table", "all").stdout + ip("-o", "-4", "addr").stdout
+    nets = []
+    for word in used.split():
+        try:
+            nets.append(ipaddress.ip_network(word, strict=False))
+        except ValueError:
+            pass
+    candidates = list(ipaddress.ip_network(supernet).subnets(new_prefix=prefixlen))
+    for _ in range(100):
+        cand = candidates[secrets.randbelow(len(candidates))]
+        if not any(cand.overlaps(n) for n in nets if n.prefixlen):
+            return str(cand)
+    raise AssertionError(f"no free /{prefixlen} in {supernet}")

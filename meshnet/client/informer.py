@@ -2,11 +2,14 @@
 
 Theory of operation
 -------------------
-list, then watch from the list's resourceVersion; on a 410 (history compacted), a broken
-stream or a server that went away, list again and reconcile the cache against the new list
-(emitting adds, updates and deletes for what changed while we were away), then watch again.
-A stream that simply ends (timeoutSeconds) resumes from the last resourceVersion seen,
-BOOKMARKs included, without a relist.
+list, then watch from the list's resourceVersion. A stream that simply ends (timeoutSeconds)
+and a stream that broke or could not be opened (the server went away: the client has moved to
+the next API server by then, see failover.py) resume from the last resourceVersion seen,
+BOOKMARKs included, without a relist: resourceVersions are global, so the watch replays
+exactly what happened since, on whichever server. On a 410 (history compacted) or any other
+error status, list again and reconcile the cache against the new list (emitting adds, updates
+and deletes for what changed while we were away), then watch again. No event is lost either
+way: the watch resumes where the cache is, and a relist compares the whole cache.
 
 The cache holds *views*: `transform(obj)` is applied to every object before it is stored and
 compared, so a daemon keeps only the trimmed, frozen fields it needs, and an update whose view
@@ -27,13 +30,14 @@ from typing import Any, Callable
 
 from meshnet.api.resources import ResourceInfo
 from meshnet.client.aio import AsyncClient
-from meshnet.client.errors import ApiError, ClientError
+from meshnet.client.errors import ApiError, ClientError, ConnectionFailed
 
 log = logging.getLogger("meshnet.informer")
 
 BACKOFF_MIN_S = 0.2
 BACKOFF_MAX_S = 10.0
 WATCH_TIMEOUT_S = 300.0
+SHORT_WATCH_S = 1.0  # a watch that ends sooner with no event counts as a failure
 
 
 def object_key(obj: dict) -> str:
@@ -93,26 +97,39 @@ class Informer:
         backoff = BACKOFF_MIN_S
         need_list = True
         while True:
+            seen = self.resource_version
             try:
                 if need_list:
                     await self._relist()
                     need_list = False
-                await self._watch()
-                backoff = BACKOFF_MIN_S  # a stream that ended normally: resume at once
+                started = asyncio.get_running_loop().time()
+                if await self._watch() or \
+                        asyncio.get_running_loop().time() - started >= SHORT_WATCH_S:
+                    backoff = BACKOFF_MIN_S  # a stream that ended normally: resume at once
+                    continue
+                # Closed at once with nothing in it (client-go's "very short watch"): the
+                # server is unwell; do not hammer it.
+                log.warning("%s informer: the watch ended at once without an event; watching "
+                            "again in %.1fs", self.info.plural, backoff)
             except asyncio.CancelledError:
                 raise
             except ApiError as exc:
                 need_list = True
-                if exc.code != 410:
-                    log.warning("%s informer: %s; retrying in %.1fs", self.info.plural, exc,
-                                backoff)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, BACKOFF_MAX_S)
+                if exc.code == 410:
+                    continue
+                log.warning("%s informer: %s; retrying in %.1fs", self.info.plural, exc,
+                            backoff)
+            except ConnectionFailed as exc:
+                # The cache is intact up to resource_version: watch again from there.
+                log.warning("%s informer: %s; watching again from %s in %.1fs",
+                            self.info.plural, exc, self.resource_version or "a list", backoff)
             except (ClientError, ValueError) as exc:
                 need_list = True
                 log.warning("%s informer: %s; retrying in %.1fs", self.info.plural, exc, backoff)
-                await asyncio.sleep(backoff * (1 + random.random() / 2))
-                backoff = min(backoff * 2, BACKOFF_MAX_S)
+            if self.resource_version != seen:
+                backoff = BACKOFF_MIN_S  # it made progress before failing: not a hot loop
+            await asyncio.sleep(backoff * (1 + random.random() / 2))
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
 
     async def _relist(self) -> None:
         body = await self.client.list(self.info, self.namespace,
@@ -132,7 +149,9 @@ class Informer:
         self.relists += 1
         self.synced.set()
 
-    async def _watch(self) -> None:
+    async def _watch(self) -> int:
+        """Follow one watch stream; returns how many events (BOOKMARKs included) it had."""
+        count = 0
         async for event in self.client.watch(
                 self.info, self.namespace, resource_version=self.resource_version,
                 timeout_s=self.watch_timeout_s, label_selector=self.label_selector,
@@ -144,6 +163,8 @@ class Informer:
                 self._apply(kind, obj)
             if rv:
                 self.resource_version = rv
+            count += 1
+        return count
 
     def _apply(self, kind: str, obj: dict) -> None:
         key = object_key(obj)

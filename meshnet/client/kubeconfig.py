@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from .errors import ConfigError
+from .failover import SERVERS_EXTENSION, split_servers
 
 ADMIN_KUBECONFIG = "admin.kubeconfig"
 
@@ -89,7 +90,10 @@ class ConfigFile:
 
 @dataclass(frozen=True)
 class ClusterConnection:
-    """Everything needed to reach and authenticate to one API server."""
+    """Everything needed to reach and authenticate to an API server.
+
+    `server` is the first (preferred) API server; `servers` all of them in order, `server`
+    included (several API servers sharing one store: see failover.py)."""
 
     server: str
     context: str = ""
@@ -107,11 +111,17 @@ class ClusterConnection:
     cert_data: bytes | None = None  # PEM
     key_file: str | None = None
     key_data: bytes | None = field(default=None, repr=False)
+    servers: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # Built with `server` only (the common case): it is the one server.
+        object.__setattr__(self, "servers", split_servers((self.server, *self.servers)))
 
     def __repr__(self) -> str:
         auth = "token" if self.token else "cert" if (self.cert_file or self.cert_data) else \
             "basic" if self.username else "none"
-        return f"<ClusterConnection {self.context or '-'} {self.server} auth={auth}>"
+        more = f" (+{len(self.servers) - 1} servers)" if len(self.servers) > 1 else ""
+        return f"<ClusterConnection {self.context or '-'} {self.server}{more} auth={auth}>"
 
 
 _NAMED = (("clusters", "cluster"), ("contexts", "context"), ("users", "user"))
@@ -271,8 +281,9 @@ class Kubeconfig:
                 raise ConfigError(f'user "{user_name}" uses an {unsupported} credential plugin, '
                                   f"which meshctl does not support; use a token or client "
                                   f"certificate instead")
-        srv = server or str(cl.get("server") or "")
-        if not srv:
+        servers = split_servers(server) if server else \
+            split_servers([str(cl.get("server") or ""), *_extra_servers(cl, cluster_name)])
+        if not servers or not (server or cl.get("server")):
             raise ConfigError(f'invalid configuration: cluster "{cluster_name}" has no server '
                               f"defined")
         tok = token if token is not None else us.get("token")
@@ -284,7 +295,8 @@ class Kubeconfig:
                 raise ConfigError(f'user "{user_name}": cannot read tokenFile '
                                   f'{us["tokenFile"]}: {e.strerror}') from None
         return ClusterConnection(
-            server=srv.rstrip("/"),
+            server=servers[0],
+            servers=servers,
             context=ctx_name,
             cluster=cluster_name,
             user=user_name,
@@ -444,6 +456,25 @@ class Kubeconfig:
 
     def __repr__(self) -> str:
         return f"<Kubeconfig {':'.join(self.paths)} current={self.current_context or '-'}>"
+
+
+def _extra_servers(cluster: dict, name: str) -> list[str]:
+    """The `meshnet.io/servers` extension of a cluster entry:
+
+        extensions:
+        - name: meshnet.io/servers
+          extension: {servers: [https://10.0.0.2:6443, https://10.0.0.3:6443]}
+    """
+    for ext in cluster.get("extensions") or []:
+        if not isinstance(ext, dict) or ext.get("name") != SERVERS_EXTENSION:
+            continue
+        body = ext.get("extension")
+        servers = body.get("servers") if isinstance(body, dict) else None
+        if not isinstance(servers, list) or not all(isinstance(s, str) for s in servers):
+            raise ConfigError(f'cluster "{name}": extension {SERVERS_EXTENSION} must be '
+                              f"{{servers: [https://HOST:PORT, ...]}}")
+        return servers
+    return []
 
 
 def _b64(value, what: str, owner: str) -> bytes | None:

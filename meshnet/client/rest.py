@@ -16,6 +16,9 @@ certificate, the cluster CA from the kubeconfig, JSON bodies. Paths are built fr
 - `watch()` opens its own connection and yields decoded events line by line (the API server
   streams one JSON object per line); an `ERROR` event carrying a Status raises `ApiError`
   (e.g. 410 Expired, after which the caller lists again).
+- Several API servers (`conn.servers`): the connection goes to the current one; when it fails
+  the client moves to the next as `failover.py` decides (a request not sent goes anywhere,
+  a GET is repeated on the next server, a write is not).
 
 This module is synchronous on purpose: meshctl does one thing at a time, and the asyncio
 daemons have their own client.
@@ -38,6 +41,7 @@ from meshnet import __version__
 from meshnet.api.resources import ResourceInfo
 
 from .errors import ApiError, ConfigError, ConnectionFailed
+from .failover import GATEWAY_STATUSES, Failure, ServerRotation, host_of, retry_on_next
 from .kubeconfig import ClusterConnection
 
 JSON = "application/json"
@@ -50,6 +54,7 @@ TABLE_ACCEPT = ("application/json;as=Table;v=v1;g=meta.k8s.io,"
                 "application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json")
 
 CONNECT_TIMEOUT_S = 30.0
+FAILOVER_CONNECT_TIMEOUT_S = 5.0  # with several servers: a LAN connect takes milliseconds
 DEFAULT_TIMEOUT_S = 300.0  # a single non-watch request; --request-timeout overrides
 LIST_CHUNK = 500  # kubectl's --chunk-size default
 
@@ -111,10 +116,11 @@ class WatchStream:
     """Iterator over watch events; `close()` ends it from another place (e.g. Ctrl-C)."""
 
     def __init__(self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse,
-                 server: str):
+                 server: str, on_broken=None):
         self._conn = conn
         self._response = response
         self._server = server
+        self._on_broken = on_broken  # called with (server, error) when the stream breaks
         self.closed = False
 
     def __iter__(self) -> Iterator[dict]:
@@ -127,6 +133,8 @@ class WatchStream:
                 except (OSError, http.client.HTTPException, ValueError) as e:
                     if self.closed:
                         return
+                    if self._on_broken is not None:
+                        self._on_broken(self._server, e)
                     raise _transport_error(e, self._server) from None
                 if not line:
                     return
@@ -233,42 +241,82 @@ def _load_client_cert(ctx: ssl.SSLContext, conn: ClusterConnection) -> None:
                               f'{getattr(e, "strerror", None) or e}') from None
 
 
+class _Target:
+    """One API server URL, parsed."""
+
+    __slots__ = ("server", "scheme", "host", "port", "base_path")
+
+    def __init__(self, server: str, cluster: str):
+        parts = urllib.parse.urlsplit(server)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ConfigError(f'invalid server URL "{server}" (cluster "{cluster}"): '
+                              f"expected https://HOST:PORT")
+        self.server = server
+        self.scheme = parts.scheme
+        self.host = parts.hostname
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.base_path = parts.path.rstrip("/")
+
+
 class RestClient:
-    """Synchronous client for one API server."""
+    """Synchronous client for an API server (or several sharing one store: failover.py)."""
 
     def __init__(self, conn: ClusterConnection, *, timeout: float | None = None,
                  agent: str | None = None):
         self.conn = conn
         self.timeout = timeout  # None: DEFAULT_TIMEOUT_S for requests, unbounded watches
         self.agent = agent or user_agent()
-        parts = urllib.parse.urlsplit(conn.server)
-        if parts.scheme not in ("https", "http") or not parts.hostname:
-            raise ConfigError(f'invalid server URL "{conn.server}" (cluster "{conn.cluster}"): '
-                              f"expected https://HOST:PORT")
-        self.scheme = parts.scheme
-        self.host = parts.hostname
-        self.port = parts.port or (443 if parts.scheme == "https" else 80)
-        self.base_path = parts.path.rstrip("/")
-        self._ssl = _build_ssl_context(conn) if self.scheme == "https" else None
+        self._targets = {server: _Target(server, conn.cluster) for server in conn.servers}
+        self.servers = ServerRotation(conn.servers)
+        # With others to try, a server that does not accept within seconds is down.
+        self._connect_timeout_s = CONNECT_TIMEOUT_S if len(self.servers) == 1 else \
+            FAILOVER_CONNECT_TIMEOUT_S
+        https = any(t.scheme == "https" for t in self._targets.values())
+        self._ssl = _build_ssl_context(conn) if https else None
         self._http: http.client.HTTPConnection | None = None
         self._used = False
 
+    # The current server's parts (the first server until one fails).
+    server = property(lambda self: self.servers.current)
+    scheme = property(lambda self: self._targets[self.server].scheme)
+    host = property(lambda self: self._targets[self.server].host)
+    port = property(lambda self: self._targets[self.server].port)
+    base_path = property(lambda self: self._targets[self.server].base_path)
+
     # ------------------------------------------------------------- transport
 
-    def _new_connection(self, timeout: float | None) -> http.client.HTTPConnection:
-        if self.scheme == "https":
-            c = _HTTPSConnection(self.host, self.port, context=self._ssl,
-                                 timeout=CONNECT_TIMEOUT_S,
+    def _connect(self, server: str, timeout: float | None) -> http.client.HTTPConnection:
+        t = self._targets[server]
+        if t.scheme == "https":
+            c = _HTTPSConnection(t.host, t.port, context=self._ssl,
+                                 timeout=self._connect_timeout_s,
                                  server_hostname=self.conn.tls_server_name)
         else:
-            c = http.client.HTTPConnection(self.host, self.port, timeout=CONNECT_TIMEOUT_S)
+            c = http.client.HTTPConnection(t.host, t.port, timeout=self._connect_timeout_s)
         try:
             c.connect()
-        except (OSError, http.client.HTTPException) as e:
+        except (OSError, http.client.HTTPException):
             c.close()
-            raise _transport_error(e, self.conn.server) from None
+            raise
         c.sock.settimeout(timeout)
         return c
+
+    def _new_connection(self, timeout: float | None) -> http.client.HTTPConnection:
+        """A connection to the current server, else the next that accepts one (a request
+        that was not sent can go anywhere); ConnectionFailed if none does."""
+        errors: dict[str, str] = {}
+        for server in self.servers.round():
+            try:
+                return self._connect(server, timeout)
+            except (OSError, http.client.HTTPException) as e:
+                error = _transport_error(e, server)
+                if len(self.servers) == 1:
+                    raise error from None
+                errors[server] = str(error)
+                self.servers.failed(server, error)
+        detail = "; ".join(f"{host_of(s)}: {m}" for s, m in errors.items())
+        raise ConnectionFailed(f"Unable to connect to any of {len(errors)} API servers: "
+                               f"{detail}", self.server)
 
     def _headers(self, accept: str, content_type: str | None, extra: dict | None) -> dict:
         headers = {"Accept": accept, "User-Agent": self.agent}
@@ -297,36 +345,60 @@ class RestClient:
                 json.dumps(body, separators=(",", ":")).encode()
             content_type = content_type or JSON
         hdrs = self._headers(accept, content_type, headers)
-        target = self.url(path, params)
         timeout = self.timeout or DEFAULT_TIMEOUT_S
-        for attempt in (0, 1):
+        stale_retry = True
+        for _ in range(len(self.servers) + 1):  # each server once, plus one stale retry
             reused = self._http is not None and self._used
             if self._http is None:
                 self._http = self._new_connection(timeout)
                 self._used = False
+            server = self.server  # the one just connected to (or kept alive)
             try:
-                self._http.request(method, target, body=data, headers=hdrs)
+                self._http.request(method, self.url(path, params), body=data, headers=hdrs)
                 resp = self._http.getresponse()
                 payload = resp.read()
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError,
                     http.client.CannotSendRequest, http.client.BadStatusLine) as e:
                 self.close()
-                if reused and attempt == 0:
-                    continue  # the server closed an idle kept-alive connection
-                raise _transport_error(e, self.conn.server) from None
+                error = e
+                if reused and stale_retry:
+                    # The server closed an idle kept-alive connection: the request did not
+                    # reach it. Again on a fresh connection *to the same server*: if that
+                    # fails, the server rather died under this request, and a write must
+                    # not be repeated elsewhere.
+                    stale_retry = False
+                    try:
+                        self._http = self._connect(server, timeout)
+                        self._used = False
+                        continue
+                    except (OSError, http.client.HTTPException) as again:
+                        error = again
             except (OSError, http.client.HTTPException) as e:
                 self.close()
-                raise _transport_error(e, self.conn.server) from None
-            self._used = True
-            if resp.will_close:
+                error = e
+            else:
+                self._used = True
+                if resp.will_close:
+                    self.close()
+                response = Response(resp.status, {k.lower(): v for k, v in resp.getheaders()},
+                                    payload)
+                if resp.status < 400:
+                    return response
+                error = ApiError.from_response(resp.status, payload,
+                                               response.headers.get("content-type", ""))
+                if resp.status not in GATEWAY_STATUSES:
+                    raise error
                 self.close()
-            response = Response(resp.status, {k.lower(): v for k, v in resp.getheaders()},
-                                payload)
-            if resp.status >= 400:
-                raise ApiError.from_response(resp.status, payload,
-                                             response.headers.get("content-type", ""))
-            return response
-        raise AssertionError("unreachable")
+                self.servers.failed(server, error)
+                if not retry_on_next(method, Failure.GATEWAY) or server == self.server:
+                    raise error
+                continue
+            self.servers.failed(server, error)
+            if not retry_on_next(method, Failure.TRANSPORT) or server == self.server:
+                break
+        if isinstance(error, ApiError):
+            raise error
+        raise _transport_error(error, server) from None
 
     def close(self) -> None:
         if self._http is not None:
@@ -426,22 +498,34 @@ class RestClient:
                   "fieldSelector": field_selector or None,
                   "timeoutSeconds": timeout_seconds,
                   "allowWatchBookmarks": "true" if bookmarks else None}
-        target = self.url(resource_path(info, namespace), params)
-        c = self._new_connection(self.timeout)
-        try:
-            c.request("GET", target, headers=self._headers(accept, None, None))
-            resp = c.getresponse()
-        except (OSError, http.client.HTTPException) as e:
-            c.close()
-            raise _transport_error(e, self.conn.server) from None
-        if resp.status >= 400:
-            payload = resp.read()
-            c.close()
-            raise ApiError.from_response(resp.status, payload, resp.getheader("content-type", ""))
-        return WatchStream(c, resp, self.conn.server)
+        path = resource_path(info, namespace)
+        for _ in range(len(self.servers)):
+            c = self._new_connection(self.timeout)
+            server = self.server
+            try:
+                c.request("GET", self.url(path, params),
+                          headers=self._headers(accept, None, None))
+                resp = c.getresponse()
+            except (OSError, http.client.HTTPException) as e:
+                c.close()
+                error = _transport_error(e, server)
+            else:
+                if resp.status < 400:
+                    return WatchStream(c, resp, server, on_broken=self.servers.failed)
+                payload = resp.read()
+                c.close()
+                error = ApiError.from_response(resp.status, payload,
+                                               resp.getheader("content-type", ""))
+                if resp.status not in GATEWAY_STATUSES:
+                    raise error
+            self.servers.failed(server, error)
+            if server == self.server:
+                break  # no other server
+        raise error
 
     def __repr__(self) -> str:
-        return f"<RestClient {self.conn.server} context={self.conn.context or '-'}>"
+        more = f" (+{len(self.servers) - 1})" if len(self.servers) > 1 else ""
+        return f"<RestClient {self.server}{more} context={self.conn.context or '-'}>"
 
 
 def _encode_params(params) -> str:

@@ -17,7 +17,7 @@ import socket
 import sys
 from pathlib import Path
 
-from meshnet.daemon import DaemonError, run_daemon
+from meshnet.daemon import DaemonError, add_server_flag, run_daemon
 from meshnet.node.netconfig import BRIDGE, DEFAULT_CLUSTER_DNS, DEFAULT_CLUSTER_DOMAIN
 
 DEFAULT_STATE_DIR = "/var/lib/meshnet-agent"
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "registers the node and runs its pods in network namespaces")
     p.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"),
                    help="kubeconfig for the API server (default $KUBECONFIG)")
+    add_server_flag(p)
     p.add_argument("--node-name", default=socket.gethostname())
     p.add_argument("--node-ip", default="",
                    help="the node's InternalIP (default: first global IPv4 address not on "
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         status = _host_port(args.status_address, "--status-address") \
             if args.status_address else None
         try:
-            client = AsyncClient.from_kubeconfig(args.kubeconfig)
+            client = AsyncClient.from_kubeconfig(args.kubeconfig, server=args.server)
         except (ClientError, OSError, ValueError) as exc:
             raise DaemonError(f"kubeconfig {args.kubeconfig}: {exc}") from None
         runtime = None
