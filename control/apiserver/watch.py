@@ -11,6 +11,7 @@ that long-lived watchers reconnect at different times). BOOKMARK events, when as
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 
@@ -21,6 +22,8 @@ from meshnet.control.apiserver import wire
 from meshnet.control.apiserver.paths import RequestInfo
 from meshnet.control.apiserver.registry import Registry
 from meshnet.control.apiserver.table import to_table
+
+log = logging.getLogger("meshnet.apiserver.watch")
 
 DEFAULT_TIMEOUT_S = 1800.0
 BOOKMARK_INTERVAL_S = 30.0
@@ -87,6 +90,14 @@ async def serve_watch(request: web.Request, registry: Registry, ri: RequestInfo,
                 break
             except errors.StatusError as exc:
                 await response.write(frame("ERROR", exc.to_status()))
+                break
+            except Exception as exc:  # noqa: BLE001 - the store failed under the stream
+                # The response has started: a Status response cannot replace it any more (the
+                # error middleware would leave the client hanging). End the stream with an
+                # ERROR event, as kube-apiserver does, and the client lists and watches again.
+                log.warning("watch %s ended by a store error: %s", request.path_qs, exc)
+                await response.write(frame("ERROR", errors.internal(
+                    f"the watch ended: {exc}; list and watch again").to_status()))
                 break
             finally:
                 pending = None

@@ -182,10 +182,11 @@ class EtcdStore(Store):
     async def _with_failover(self, attempt: Callable, *, retry_sent: bool, what: str):
         """Run attempt(session, endpoint), moving to the next endpoint on transport errors."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + FAILOVER_TIMEOUT_S
+        failing_since = None  # start of the current run of failures
         tries = 0
         while True:
             endpoint = self.endpoints[self._current]
+            began = loop.time()
             try:
                 return await attempt(self._session, endpoint)
             except Retryable as exc:
@@ -211,8 +212,13 @@ class EtcdStore(Store):
                         reason)
             if self.endpoints[self._current] == endpoint:
                 self._current = (self._current + 1) % len(self.endpoints)
+            now = loop.time()
+            if failing_since is None or now - began >= FAILOVER_TIMEOUT_S:
+                # The first failure, or an attempt that worked for a while (a watch stream
+                # open for minutes) before failing: the failover budget starts now.
+                failing_since, tries = now, 0
             tries += 1
-            if loop.time() >= deadline:
+            if now - failing_since >= FAILOVER_TIMEOUT_S:
                 tls_hint = ("" if endpoint.startswith("https:") else
                             " (an etcd serving TLS drops plain connections: use etcds://)")
                 raise StoreError(f"etcd {', '.join(self.endpoints)}: {what} failed on every "

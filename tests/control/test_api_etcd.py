@@ -139,3 +139,37 @@ def test_two_api_servers_share_one_etcd(tmp_path, store_url):
     finally:
         first.stop()
         second.stop()
+
+
+def test_watch_ends_with_an_error_event_when_the_store_fails(tmp_path):
+    """A store failure under an open watch stream ends it with an ERROR event (code 500), as
+    kube-apiserver does; it must never leave the client waiting on a silent stream."""
+    import json
+    import ssl
+    import urllib.request
+
+    from etcd_server import start_etcd
+
+    (tmp_path / "etcd").mkdir()
+    cluster = start_etcd(tmp_path / "etcd")
+    srv = start_apiserver(tmp_path, ["--store", f"{cluster.url}?prefix=/dies"])
+    try:
+        core = _core(srv)
+        rv = core.list_namespaced_config_map("default").metadata.resource_version
+        ctx = ssl.create_default_context(cafile=srv.ca)
+        req = urllib.request.Request(
+            f"{srv.url}/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={rv}"
+            f"&timeoutSeconds=120", headers={"Authorization": f"Bearer {srv.token}"})
+        stream = urllib.request.urlopen(req, context=ctx, timeout=60)
+        time.sleep(0.5)
+        cluster.members[0].kill()
+        started = time.monotonic()
+        lines = [json.loads(line) for line in stream if line.strip()]
+        took = time.monotonic() - started
+        errors = [e for e in lines if e["type"] == "ERROR"]
+        assert errors and errors[-1]["object"]["code"] == 500, lines
+        assert "list and watch again" in errors[-1]["object"]["message"]
+        assert took < 45, f"the stream ended {took:.0f} s after the store died"
+    finally:
+        srv.stop()
+        cluster.stop()

@@ -737,6 +737,38 @@ async def test_etcd_fails_over_to_another_member(tmp_path):
         cluster.stop()
 
 
+async def test_etcd_watch_older_than_the_failover_budget_still_fails_over(tmp_path,
+                                                                          monkeypatch):
+    """The failover budget counts from the first failure, not from when the call began: a
+    watch stream that has been open for longer than the budget must still move on."""
+    import meshnet.control.store.etcd as etcd_module
+
+    monkeypatch.setattr(etcd_module, "FAILOVER_TIMEOUT_S", 1.0)
+    cluster = start_etcd(tmp_path, size=3)
+    try:
+        store = EtcdStore(cluster.endpoints, prefix="/old-watch")
+        await store.start()
+        b = store.revision
+        watcher = store.watch("/k/", b)
+        await store.create("/k/0", b"")
+        assert len(await take(watcher, 1)) == 1
+        await asyncio.sleep(1.5)  # the stream is now older than the budget
+        cluster.members[0].kill()
+        for i in range(1, 4):
+            try:
+                await store.create(f"/k/{i}", b"")
+            except StoreError as exc:
+                assert "outcome is unknown" in str(exc)
+                if await store.get(f"/k/{i}") is None:
+                    await store.create(f"/k/{i}", b"")
+        events = await take(watcher, 3)
+        assert [e.kv.key for e in events] == ["/k/1", "/k/2", "/k/3"]
+        watcher.close()
+        await store.close()
+    finally:
+        cluster.stop()
+
+
 async def test_etcd_sigkill_never_loses_an_acknowledged_txn(tmp_path):
     """The etcd twin of the SIGKILL test: kill etcd under 16 writers, restart it, count."""
     cluster = start_etcd(tmp_path)
