@@ -23,7 +23,14 @@ What it does, all on loopback (127.0.0.0/8; nothing leaves the machine):
 6. scale: adds Services/Endpoints up to `--scale-services` / `--scale-endpoints`, starts a
    fresh meshnet-dns and measures the time to its first full sync (/ready), its RSS after it,
    the propagation time of a Service created at that scale (create -> answer), and dnsmasq's
-   RSS with the same names.
+   RSS with the same names;
+7. `via-proxy` (needs root): how pods reach the cluster DNS. In a network namespace of its own
+   (nothing connects it to the host; the host gets `unreachable` routes for the addresses used,
+   removed afterwards) it runs a meshnet-apiserver, meshnet-dns on a node address
+   (10.244.53.53:53, as the kube-dns Endpoints name it) and meshnet-proxy, which binds the
+   kube-dns ClusterIP 10.96.0.10:53 and relays UDP to it. dnsperf asks cluster names directly
+   (the node address) and through the proxy (the ClusterIP), in turns; meshnet-dns and the
+   proxy share the server CPU, as on a node, and each one's CPU per query is reported.
 
 Cases: `cluster` (A and SRV of Services that exist), `nxdomain` (what a pod with ndots:5
 sends first: `<svc>.<ns>.svc.cluster.local.<ns>.svc.cluster.local`,
@@ -36,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import os
 import platform
 import random
@@ -55,6 +63,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from bench_apiserver import Server, pct  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
+from netns import Lab, ip, wait_for  # noqa: E402
+
 BIN = Path(sys.executable).parent
 ZONE = "cluster.local"
 PORT = 5353
@@ -65,6 +76,14 @@ STATUS_PORT = 9153
 NAMESPACES = [f"bench{i}" for i in range(10)]
 FORWARD_DOMAIN = "example.test"
 READY_TIMEOUT_S = 600.0
+CASES = ("cluster", "nxdomain", "forward-cached", "forward-miss", "via-proxy")
+# via-proxy: addresses inside the bench's own namespace; the host gets `unreachable` routes
+# for exactly these prefixes while it runs (none of them is the host's or its resolver's).
+NETNS_API_PORT = 6443
+KUBE_DNS_IP, DNS_NODE_IP = "10.96.0.10", "10.244.53.53"
+NETNS_SERVICE_NET = "10.96.53.0/24"  # the ClusterIPs of the Services queried
+HOST_UNREACHABLE = (f"{KUBE_DNS_IP}/32", NETNS_SERVICE_NET, f"{DNS_NODE_IP}/32")
+NETNS_SERVICES = 100
 
 
 def ensure_tools() -> None:
@@ -213,9 +232,11 @@ def start_dnsmasq(name: str, workdir: Path, addr: str, cpu: int, lines: list[str
     return proc
 
 
-def dig_rcode(addr: str, name: str, qtype: str = "A") -> str:
-    out = subprocess.run(["dig", f"@{addr}", "-p", str(PORT), "+tries=1", "+time=1", name,
-                          qtype], capture_output=True, text=True).stdout
+def dig_rcode(addr: str, name: str, qtype: str = "A", port: int = PORT, netns: str = "") -> str:
+    argv = ["dig", f"@{addr}", "-p", str(port), "+tries=1", "+time=1", name, qtype]
+    if netns:
+        argv = ["ip", "netns", "exec", netns, *argv]
+    out = subprocess.run(argv, capture_output=True, text=True).stdout
     m = re.search(r"status: (\w+)", out)
     return m.group(1) if m else "TIMEOUT"
 
@@ -299,18 +320,24 @@ def cpu_ticks(pid: int) -> int:
 
 
 def dnsperf(addr: str, queries: Path, duration_s: float, cpu: int, *, qps: int = 0,
-            verbose: bool = False, server_pid: int = 0) -> dict:
-    argv = ["taskset", "-c", str(cpu), "dnsperf", "-s", addr, "-p", str(PORT), "-d",
+            verbose: bool = False, server_pid: int = 0, port: int = PORT, netns: str = "",
+            proxy_pid: int = 0) -> dict:
+    argv = ["taskset", "-c", str(cpu), "dnsperf", "-s", addr, "-p", str(port), "-d",
             str(queries), "-l", str(duration_s), "-c", "4", "-q", "200", "-t", "2"]
+    if netns:
+        argv = ["ip", "netns", "exec", netns, *argv]
     if qps:
         argv += ["-Q", str(qps)]
     if verbose:
         argv += ["-v"]
     before = cpu_ticks(server_pid) if server_pid else 0
+    proxy_before = cpu_ticks(proxy_pid) if proxy_pid else 0
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
     stats = {}
     if server_pid:
         stats["cpu_ticks"] = cpu_ticks(server_pid) - before
+    if proxy_pid:
+        stats["proxy_ticks"] = cpu_ticks(proxy_pid) - proxy_before
     for key, pattern in (("sent", r"Queries sent:\s+(\d+)"),
                          ("completed", r"Queries completed:\s+(\d+)"),
                          ("lost", r"Queries lost:\s+(\d+)"),
@@ -325,9 +352,14 @@ def dnsperf(addr: str, queries: Path, duration_s: float, cpu: int, *, qps: int =
         lat = [float(x) for x in re.findall(r"^> \w+ \S+ \S+ ([\d.]+)$", out, re.M)]
         stats["p50"] = pct(lat, 50) if lat else 0.0
         stats["p99"] = pct(lat, 99) if lat else 0.0
-    if server_pid and stats["completed"]:
+    if not stats["completed"]:
+        raise SystemExit(f"dnsperf got no answer from {addr}:{port}: {out[-1500:]}")
+    if server_pid:
         # server CPU per answered query: unlike q/s, barely moved by other load on the machine
         stats["cpu_us"] = stats["cpu_ticks"] / os.sysconf("SC_CLK_TCK") / stats["completed"] * 1e6
+        if proxy_pid:
+            stats["proxy_cpu_us"] = (stats["proxy_ticks"] / os.sysconf("SC_CLK_TCK")
+                                     / stats["completed"] * 1e6)
     return stats
 
 
@@ -346,6 +378,8 @@ def run_cases(args, workdir: Path, services: list[dict],
                       [f"{who}-{j}.{FORWARD_DOMAIN} A" for j in range(miss_lines)])
     results = []
     for case, path in cases + [("forward-miss", None)]:
+        if case not in args.cases:
+            continue
         row = {}
         best: dict[str, dict] = {}
         # Servers take turns, `--rounds` times; the best full-load run of each is kept, so a
@@ -382,6 +416,143 @@ def run_cases(args, workdir: Path, services: list[dict],
                   f"lost {full['lost']:.0f} [{full['rcodes']}]", flush=True)
         results.append((case, row["meshnet"], row["dnsmasq"], row["dnsmasq-a"]))
     return results
+
+
+# -- via-proxy ----------------------------------------------------------------------------------
+
+
+def host_unreachable(prefixes: tuple[str, ...]) -> list[str]:
+    """`unreachable` routes on the host for the lab's prefixes that have no route of their own
+    yet; returns those added, which `remove_routes` deletes again."""
+    added = []
+    for prefix in prefixes:
+        if ip("route", "show", "exact", prefix).stdout.strip():
+            continue
+        ip("route", "add", "unreachable", prefix)
+        added.append(prefix)
+    return added
+
+
+def remove_routes(prefixes: list[str]) -> None:
+    for prefix in prefixes:
+        ip("route", "del", "unreachable", prefix, check=False)
+
+
+async def netns_objects(kubeconfig: str, count: int) -> None:
+    """Inside the lab namespace (`--netns-setup`): Services svc0.. with ClusterIPs from
+    NETNS_SERVICE_NET, and kube-dns pointed at meshnet-dns on the node address the way
+    `meshctl up` does it (no selector; Endpoints naming the node)."""
+    from meshnet.api.resources import lookup
+    from meshnet.client.aio import AsyncClient
+
+    services, endpoints = lookup("services"), lookup("endpoints")
+    net = ipaddress.ip_network(NETNS_SERVICE_NET)
+    client = AsyncClient.from_kubeconfig(kubeconfig)
+    try:
+        await client.create(lookup("namespaces"), None, {"metadata": {"name": "bench0"}})
+        for i in range(count):
+            await client.create(services, "bench0", {
+                "metadata": {"name": f"svc{i}"},
+                "spec": {"clusterIP": str(net[i + 1]),
+                         "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}})
+        await client.patch(services, "kube-system", "kube-dns", {"spec": {"selector": None}})
+        subsets = [{"addresses": [{"ip": DNS_NODE_IP}],
+                    "ports": [{"name": "dns", "port": 53, "protocol": "UDP"},
+                              {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]}]
+        try:
+            await client.create(endpoints, "kube-system",
+                                {"metadata": {"name": "kube-dns"}, "subsets": subsets})
+        except Exception:  # noqa: BLE001 - it exists (left by the endpoints controller)
+            pass
+        # The endpoints controller may still act on the Service as it was (with a selector)
+        # and write its own Endpoints over ours: write until ours stay put for a while.
+        stable = 0
+        for _ in range(60):
+            await asyncio.sleep(0.5)
+            current = await client.get(endpoints, "kube-system", "kube-dns")
+            if current.get("subsets") == subsets:
+                stable += 1
+                if stable == 3:
+                    return
+            else:
+                stable = 0
+                await client.patch(endpoints, "kube-system", "kube-dns", {"subsets": subsets})
+        raise SystemExit("the kube-dns Endpoints keep being rewritten")
+    finally:
+        await client.close()
+
+
+def via_proxy(args, workdir: Path) -> dict:
+    """dnsperf on cluster names, straight to meshnet-dns and through meshnet-proxy's kube-dns
+    ClusterIP, in a namespace of the bench's own; see the module docstring (7)."""
+    if os.geteuid() != 0:
+        raise SystemExit("the via-proxy case needs root (network namespaces)")
+    lab = Lab()
+    added = host_unreachable(HOST_UNREACHABLE)
+    try:
+        ns = lab.netns("dns")
+        # The node's address, on a veth pair inside the namespace: without dummy links
+        # meshnet-proxy puts service addresses on lo and removes any other address there.
+        lab.veth(ns, "node0", ns, "node1")
+        lab.addr(ns, "node0", f"{DNS_NODE_IP}/32")
+        data = workdir / "netns-api"
+        data.mkdir()
+        api = lab.popen(ns, [str(BIN / "meshnet-apiserver"), "--data-dir", str(data),
+                             "--listen", f"127.0.0.1:{NETNS_API_PORT}", "--log-level", "warning"],
+                        stdout=subprocess.PIPE, stderr=open(data / "apiserver.log", "ab"))
+        if b"ready on" not in api.stdout.readline():
+            raise SystemExit(f"apiserver did not start: {(data / 'apiserver.log').read_text()}")
+        kubeconfig = str(data / "admin.kubeconfig")
+        out = lab.run(ns, [sys.executable, __file__, "--netns-setup", kubeconfig], timeout=300)
+        if out.returncode != 0:
+            raise SystemExit(f"setting up the namespace's objects failed: {out.stderr[-2000:]}")
+        cpu = ["taskset", "-c", str(args.server_cpu)]
+        dns = lab.popen(ns, [*cpu, str(BIN / "meshnet-dns"), "--kubeconfig", kubeconfig,
+                             "--listen", f"{DNS_NODE_IP}:53",
+                             # no forwarded names are asked: a port nothing listens on
+                             "--upstream", "127.0.0.1:5399", "--log-level", "warning"],
+                        stdout=subprocess.PIPE, stderr=open(workdir / "netns-dns.log", "ab"))
+        if b"listening" not in dns.stdout.readline():
+            raise SystemExit(f"meshnet-dns: {(workdir / 'netns-dns.log').read_text()[-2000:]}")
+        proxy = lab.popen(ns, [*cpu, "prlimit", "--nofile=20000", "--",
+                               str(BIN / "meshnet-proxy"), "--kubeconfig", kubeconfig,
+                               "--node-name", "node-a", "--log-level", "warning",
+                               "--no-lb-announce"],
+                          stdout=subprocess.DEVNULL, stderr=open(workdir / "proxy.log", "ab"))
+        name = f"svc{NETNS_SERVICES - 1}.bench0.svc.{ZONE}"
+        for addr in (DNS_NODE_IP, KUBE_DNS_IP):
+            try:
+                wait_for(lambda: proxy.poll() is None and
+                         dig_rcode(addr, name, port=53, netns=ns) == "NOERROR",
+                         f"{name} answered at {addr}:53", timeout=120, interval=0.2)
+            except AssertionError as exc:
+                raise SystemExit(f"{exc}; proxy log: "
+                                 f"{(workdir / 'proxy.log').read_text()[-3000:]}") from None
+        lines = []
+        for i in range(NETNS_SERVICES):
+            fqdn = f"svc{i}.bench0.svc.{ZONE}"
+            lines += [f"{fqdn} A"] * 4 + [f"_http._tcp.{fqdn} SRV"]
+        random.Random(3).shuffle(lines)
+        qfile = write_queries(workdir / "netns-queries.txt", lines)
+        paths = (("direct", DNS_NODE_IP), ("via proxy", KUBE_DNS_IP))
+        best: dict[str, dict] = {}
+        run = dict(server_pid=dns.pid, proxy_pid=proxy.pid, port=53, netns=ns)
+        for _ in range(args.rounds):
+            for path, addr in paths:
+                full = dnsperf(addr, qfile, args.duration, args.client_cpu, **run)
+                print(f"via-proxy {path:9s} {full['qps']:9,.0f} q/s cpu meshnet-dns "
+                      f"{full['cpu_us']:.1f} proxy {full['proxy_cpu_us']:.1f} us/query "
+                      f"lost {full['lost']:.0f} [{full['rcodes']}]", flush=True)
+                if full["qps"] > best.get(path, {"qps": -1})["qps"]:
+                    best[path] = full
+        for path, addr in paths:
+            fixed = dnsperf(addr, qfile, args.latency_s, args.client_cpu, qps=args.latency_qps,
+                            verbose=True, **run)
+            best[path].update(p50=fixed["p50"], p99=fixed["p99"])
+        return best
+    finally:
+        lab.cleanup()
+        remove_routes(added)
 
 
 def measure_propagation(server: Server, workdir: Path, samples: int = 5) -> list[float]:
@@ -451,7 +622,8 @@ def versions() -> str:
     return f"dnsmasq {masq.split()[2]}, dnsperf {perf_v.group(1) if perf_v else '?'}"
 
 
-def report(args, results, small: dict, big: dict | None, load: tuple) -> str:
+def report(args, results, small: dict, big: dict | None, load: tuple,
+           proxy: dict | None) -> str:
     def ms(s: float) -> str:
         return f"{s * 1e3:.3f}"
 
@@ -494,6 +666,21 @@ def report(args, results, small: dict, big: dict | None, load: tuple) -> str:
     out.append("")
     out.append("Response codes (meshnet / dnsmasq / dnsmasq-a): " + "; ".join(
         f"{case}: {a['rcodes']} / {b['rcodes']} / {c['rcodes']}" for case, a, b, c in results))
+    if proxy:
+        direct = proxy["direct"]
+        out += ["", "## Reaching it: straight to meshnet-dns vs through meshnet-proxy", "",
+                f"In a network namespace: meshnet-dns on the node address {DNS_NODE_IP}:53, "
+                f"meshnet-proxy relaying the kube-dns ClusterIP {KUBE_DNS_IP}:53 to it (UDP, "
+                f"one flow per client socket); both pinned to CPU {args.server_cpu}, dnsperf "
+                f"on CPU {args.client_cpu}; {NETNS_SERVICES} Services, the `cluster` query mix "
+                f"(A and SRV). Best of {args.rounds} runs each, taking turns; p50/p99 at "
+                f"{args.latency_qps:,} q/s.", "",
+                "| path | q/s | ratio | avg ± sd ms | p50 / p99 ms | CPU µs/query meshnet-dns "
+                "| CPU µs/query meshnet-proxy | lost |", "|---|---|---|---|---|---|---|---|"]
+        for path, r in proxy.items():
+            out.append(f"| {path} | {r['qps']:,.0f} | {r['qps'] / direct['qps']:.2f} | "
+                       f"{ms(r['avg'])} ± {ms(r['stddev'])} | {ms(r['p50'])} / {ms(r['p99'])} "
+                       f"| {r['cpu_us']:.1f} | {r['proxy_cpu_us']:.1f} | {r['lost']:.0f} |")
     if big:
         prop = big["propagation"]
         out += ["", f"## Scale: {big['services']:,} Services, {big['endpoints']:,} endpoint "
@@ -524,7 +711,13 @@ def main() -> None:
     p.add_argument("--scale-services", type=int, default=10_000)
     p.add_argument("--scale-endpoints", type=int, default=100_000)
     p.add_argument("--skip-scale", action="store_true")
+    p.add_argument("--cases", type=lambda text: text.split(","), default=list(CASES),
+                   help=f"comma-separated subset of {','.join(CASES)} (default: all)")
+    p.add_argument("--netns-setup", metavar="KUBECONFIG", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.netns_setup:  # run by the via-proxy case inside its namespace
+        asyncio.run(netns_objects(args.netns_setup, NETNS_SERVICES))
+        return
     ensure_tools()
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="meshnet-bench-dns-") as tmp:
@@ -562,6 +755,7 @@ def main() -> None:
                                  "dnsmasq-a": masq_a.proc.pid})
             for proc in (dns, masq, masq_a):
                 proc.stop()
+            proxy = via_proxy(args, workdir) if "via-proxy" in args.cases else None
             big = None
             if not args.skip_scale:
                 big = scale(args, server, workdir, args.services)
@@ -569,7 +763,7 @@ def main() -> None:
             for proc in reversed(procs):
                 proc.stop()
             server.stop()
-    table = report(args, results, small, big, (load_before, os.getloadavg()[0]))
+    table = report(args, results, small, big, (load_before, os.getloadavg()[0]), proxy)
     print(table)
     results_dir = Path(__file__).parent / "results"
     results_dir.mkdir(exist_ok=True)

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dnslib import CLASS, QTYPE, RCODE, RR, A, AAAA, DNSLabel, DNSRecord
+from dnslib import (CLASS, CNAME, NS, PTR, QTYPE, RCODE, RR, SOA, SRV, TXT, A, AAAA, DNSLabel,
+                    DNSRecord)
 
 from meshnet.dns.zone import ZoneTable, dashed, undashed
 
@@ -36,7 +37,16 @@ class Answer:
     zone: bool = False           # answered from a local zone (for metrics)
 
 
-def _key(label: DNSLabel) -> str:
+# The table's compact record data (zone.py) as dnslib records, built only for an answer.
+_RDATA = {QTYPE.A: A, QTYPE.AAAA: AAAA, QTYPE.PTR: PTR, QTYPE.CNAME: CNAME, QTYPE.NS: NS,
+          QTYPE.TXT: TXT, QTYPE.SRV: lambda v: SRV(*v), QTYPE.SOA: lambda v: SOA(*v)}
+
+
+def _rr(owner, qtype: int, ttl: int, value) -> RR:
+    return RR(owner, qtype, CLASS.IN, ttl, _RDATA[qtype](value))
+
+
+def _key(label: DNSLabel | str) -> str:
     return str(label).lower()
 
 
@@ -53,14 +63,22 @@ def _pod_node(table: ZoneTable, key: str, apex: str):
         return None
     canonical = f"{dashed(ip)}.{labels[1]}.pod.{apex}"
     if table.pods == "insecure":
-        return {(QTYPE.A if ":" not in ip else QTYPE.AAAA): ((A if ":" not in ip else AAAA)(ip),)}
+        return {(QTYPE.A if ":" not in ip else QTYPE.AAAA): (ip,)}
     return table.records.get(canonical)
 
 
 def _authority(reply: DNSRecord, table: ZoneTable, apex: str) -> None:
     soa = table.soa(apex)
     # RFC 2308 section 5: the negative TTL is min(SOA TTL, SOA MINIMUM).
-    reply.add_auth(RR(apex, QTYPE.SOA, CLASS.IN, min(table.ttl, soa.times[4]), soa))
+    reply.add_auth(_rr(apex, QTYPE.SOA, min(table.ttl, soa[2][4]), soa))
+
+
+def is_local(table: ZoneTable, name: str) -> bool:
+    """Whether `name` (lowercase, absolute) is answered from the table, not forwarded: a name
+    in one of its zones, or (once synced) a reverse name of a known service or endpoint."""
+    if table.apex_of(name) is not None:
+        return True
+    return table.synced and name.endswith(".arpa.") and name in table.records
 
 
 def answer(table: ZoneTable, request: DNSRecord) -> Answer:
@@ -68,8 +86,7 @@ def answer(table: ZoneTable, request: DNSRecord) -> Answer:
     key = _key(q.qname)
     apex = table.apex_of(key)
     if apex is None:
-        node = table.records.get(key) if key.endswith(".arpa.") else None
-        if node is None or not table.synced:
+        if not is_local(table, key):
             return Answer(None)
         apex = ""  # a PTR for an address outside the reverse zones we own: positive only
     reply = request.reply(ra=1, aa=1)
@@ -96,8 +113,8 @@ def answer(table: ZoneTable, request: DNSRecord) -> Answer:
         cname = node.get(QTYPE.CNAME)
         if not cname or qtype in (QTYPE.CNAME, QTYPE_ANY):
             break
-        reply.add_answer(RR(owner, QTYPE.CNAME, CLASS.IN, table.ttl, cname[0]))
-        owner = cname[0].label
+        reply.add_answer(_rr(owner, QTYPE.CNAME, table.ttl, cname[0]))
+        owner = cname[0]
         target = _key(owner)
         node = table.records.get(target) if table.apex_of(target) else None
         if node is None:
@@ -113,11 +130,11 @@ def answer(table: ZoneTable, request: DNSRecord) -> Answer:
     types = list(node) if qtype == QTYPE_ANY else [qtype]
     found = False
     for t in types:
-        for rd in node.get(t, ()):
-            reply.add_answer(RR(owner, t, CLASS.IN, table.ttl, rd))
+        for value in node.get(t, ()):
+            reply.add_answer(_rr(owner, t, table.ttl, value))
             found = True
             if t in (QTYPE.SRV, QTYPE.NS):
-                _glue(reply, table, _key(rd.target if t == QTYPE.SRV else rd.label))
+                _glue(reply, table, _key(value[3] if t == QTYPE.SRV else value))
     if not found and apex:
         _authority(reply, table, apex)
     return Answer(reply, zone=True)
@@ -129,7 +146,7 @@ def _glue(reply: DNSRecord, table: ZoneTable, target: str) -> None:
     if not node:
         return
     for t in (QTYPE.A, QTYPE.AAAA):
-        for rd in node.get(t, ()):
-            rr = RR(target, t, CLASS.IN, table.ttl, rd)
+        for value in node.get(t, ()):
+            rr = _rr(target, t, table.ttl, value)
             if rr not in reply.ar:
                 reply.add_ar(rr)

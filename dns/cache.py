@@ -2,54 +2,62 @@
 
 Theory of operation
 -------------------
-Keyed by (lowercase name, type, class, DO). A positive answer lives for the smallest TTL in its
-answer section; a negative one (NXDOMAIN, or NOERROR with no answer) for min(SOA TTL, SOA
-MINIMUM) from its authority section (RFC 2308 section 5), and is not cached at all without a
-SOA. SERVFAIL, REFUSED and truncated answers are never cached. Both are capped
-(`MAX_TTL_S`, `MAX_NEGATIVE_TTL_S`, like CoreDNS's cache plugin).
+Keyed by (lowercase name, type, class, DO). It holds upstream answers as bytes (`wire.Reply`:
+what the upstream sent, up to its OPT record, with the offsets of its TTLs), never decoded.
+A positive answer lives for the smallest TTL in its answer section; a negative one (NXDOMAIN,
+or NOERROR with no answer) for min(SOA TTL, SOA MINIMUM) from its authority section (RFC 2308
+section 5), and is not cached at all without a SOA. SERVFAIL, REFUSED and truncated answers
+are never cached. Both are capped (`MAX_TTL_S`, `MAX_NEGATIVE_TTL_S`, like CoreDNS's cache
+plugin).
 
-A hit returns a fresh copy whose TTLs are decreased by the time spent in the cache, so a client
-never holds a record longer than its owner allowed. The clock is injected; tests drive it.
-Entries are evicted least-recently-used past `max_entries`.
+A hit says how long the answer has been in the cache; `CacheHit.wire()` gives its bytes with
+every TTL decreased by that many seconds (CoreDNS and dnsmasq do the same), so a client never
+holds a record longer than its owner allowed. The clock is injected; tests drive it. Entries
+are evicted least-recently-used past `max_entries`.
 """
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from typing import Callable
+from typing import Callable, NamedTuple
 
-from dnslib import QTYPE, RCODE, RR, DNSHeader, DNSRecord
+from meshnet.dns.wire import Reply, aged
 
 MAX_TTL_S = 3600
 MAX_NEGATIVE_TTL_S = 1800
 DEFAULT_MAX_ENTRIES = 10000
+RCODE_NOERROR, RCODE_NXDOMAIN = 0, 3
 
 CacheKey = tuple[str, int, int, bool]
 
 
-def cache_key(request: DNSRecord, do: bool = False) -> CacheKey:
-    q = request.q
-    return (str(q.qname).lower(), q.qtype, q.qclass, do)
+def cache_key(reply: Reply, do: bool = False) -> CacheKey:
+    return (reply.name, reply.qtype, reply.qclass, do)
 
 
-def cacheable_ttl(reply: DNSRecord) -> int:
+def cacheable_ttl(reply: Reply) -> int:
     """How long `reply` may be cached, in seconds; 0 = not at all."""
-    if reply.header.tc:
+    if reply.tc:
         return 0
-    rcode = reply.header.rcode
-    if rcode == RCODE.NOERROR and reply.rr:
-        return min(min(rr.ttl for rr in reply.rr), MAX_TTL_S)
-    if rcode in (RCODE.NOERROR, RCODE.NXDOMAIN):
-        soas = [rr for rr in reply.auth if rr.rtype == QTYPE.SOA]
-        if soas:
-            return min(soas[0].ttl, soas[0].rdata.times[4], MAX_NEGATIVE_TTL_S)
+    rcode = reply.rcode
+    if rcode == RCODE_NOERROR and reply.min_answer_ttl is not None:
+        return min(reply.min_answer_ttl, MAX_TTL_S)
+    if rcode in (RCODE_NOERROR, RCODE_NXDOMAIN) and reply.negative_ttl is not None:
+        return min(reply.negative_ttl, MAX_NEGATIVE_TTL_S)
     return 0
 
 
-def _aged(rrs, elapsed: int) -> list:
-    return [RR(rr.rname, rr.rtype, rr.rclass, max(0, rr.ttl - elapsed), rr.rdata)
-            if rr.rtype != QTYPE.OPT else rr for rr in rrs]
+class CacheHit(NamedTuple):
+    reply: Reply
+    aged_s: int      # whole seconds the answer has spent in the cache
+    stored: float    # cache clock when it was stored
+    expires: float
+
+    def wire(self) -> bytes:
+        """The upstream's bytes with the TTLs decreased by the time spent in the cache."""
+        r = self.reply
+        return aged(r.wire, r.ttl_offsets, self.aged_s) if self.aged_s else r.wire
 
 
 class ResponseCache:
@@ -57,7 +65,7 @@ class ResponseCache:
                  clock: Callable[[], float] = time.monotonic):
         self.max_entries = max_entries
         self.clock = clock
-        self.entries: OrderedDict[CacheKey, tuple[float, float, DNSRecord]] = OrderedDict()
+        self.entries: OrderedDict[CacheKey, tuple[float, float, Reply]] = OrderedDict()
         self.hits = 0
         self.misses = 0
 
@@ -67,9 +75,9 @@ class ResponseCache:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def put(self, key: CacheKey, reply: DNSRecord) -> int:
+    def put(self, key: CacheKey, reply: Reply) -> int:
         ttl = cacheable_ttl(reply)
-        if ttl <= 0:
+        if ttl <= 0 or self.max_entries <= 0:
             return 0
         now = self.clock()
         self.entries[key] = (now + ttl, now, reply)
@@ -78,28 +86,17 @@ class ResponseCache:
             self.entries.popitem(last=False)
         return ttl
 
-    def get(self, key: CacheKey) -> DNSRecord | None:
-        found = self.lookup(key)
-        return found[0] if found else None
-
-    def lookup(self, key: CacheKey) -> tuple[DNSRecord, int, float, float] | None:
-        """A hit as (aged copy, seconds it was aged by, time stored, expiry time): what the
-        server needs to keep the encoded reply and age it again later without decoding."""
+    def lookup(self, key: CacheKey) -> CacheHit | None:
         entry = self.entries.get(key)
+        if entry is None:
+            self.misses += 1
+            return None
         now = self.clock()
-        if entry is None or now >= entry[0]:
-            if entry is not None:
-                del self.entries[key]
+        if now >= entry[0]:
+            del self.entries[key]
             self.misses += 1
             return None
         self.hits += 1
         self.entries.move_to_end(key)
         expires, stored, reply = entry
-        elapsed = int(now - stored)
-        h = reply.header
-        copy = DNSRecord(DNSHeader(id=h.id, bitmap=h.bitmap, q=0, a=0, auth=0, ar=0),
-                         q=reply.q)
-        copy.rr = _aged(reply.rr, elapsed)
-        copy.auth = _aged(reply.auth, elapsed)
-        copy.ar = [rr for rr in _aged(reply.ar, elapsed) if rr.rtype != QTYPE.OPT]
-        return copy, elapsed, stored, expires
+        return CacheHit(reply, int(now - stored), stored, expires)

@@ -19,3 +19,8 @@ class Overloaded(ForwardError):
 
 class ConfigError(DnsError):
     """A bad flag value: the message names the flag and what is expected."""
+
+
+class WireError(DnsError):
+    """A message that does not parse: says what is wrong and at which byte offset (the query
+    gets FORMERR; an upstream answer is ignored, as if it never came)."""

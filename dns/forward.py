@@ -1,23 +1,30 @@
-"""Forwarding names outside the local zones to upstream resolvers.
+"""Forwarding names outside the local zones to upstream resolvers, as bytes.
 
 Theory of operation
 -------------------
-`Forwarder.resolve(name, qtype, qclass)` returns the upstream's reply (a DNSRecord) or raises
-`ForwardError`. In order:
-1. the cache (`cache.py`) answers if it can;
-2. an identical question already in flight is joined, not sent again (CoreDNS does the same;
+`Forwarder.ask(key, question, done)` gets one question answered upstream and calls
+`done(reply, None)` with the upstream's answer (a `wire.Reply`: its bytes, never decoded) or
+`done(None, error)` with a `ForwardError`. No task and no future per question: the upstream
+socket's callback, or a timer, moves each question on. The server checks the cache
+(`cache.py`) before asking; then, in order:
+1. an identical question already in flight is joined, not sent again (CoreDNS does the same;
    it also keeps a burst of cache misses from multiplying upstream load);
-3. beyond `max_concurrent` questions in flight, `Overloaded` is raised at once (the server
+2. beyond `max_concurrent` questions in flight, `Overloaded` is raised at once (the server
    answers REFUSED, as CoreDNS's forward plugin does with max_concurrent) instead of queueing
    without bound;
-4. upstreams are tried in order starting with the last one that answered; each attempt has
-   `attempt_timeout_s`, the whole question `timeout_s`. A timeout, a socket error, or a
-   SERVFAIL/REFUSED moves on to the next upstream (failover). A truncated UDP answer is
-   retried over TCP on the same upstream.
+3. upstreams are tried in order starting with the last one that answered; each attempt has
+   `attempt_timeout_s`, the whole question `timeout_s`. A timeout, a socket error, an answer
+   that does not parse, or a SERVFAIL/REFUSED moves on to the next upstream (failover). A
+   truncated UDP answer is retried over TCP on the same upstream (the only task, and rare).
 
-Each upstream keeps one connected UDP socket; replies are matched by a random 16-bit ID *and*
-the question (name, type, class), so a stray or spoofed datagram cannot complete a query.
-The whole query is re-encoded for the client by the server (new ID, our own OPT).
+What goes upstream is the client's question section as it sent it (name, type, class; its
+case kept) behind a header of our own — a random ID, RD set, nothing else — and our OPT
+(1232 bytes, no DO): the same query whoever asked, so one cached answer serves every client.
+Each upstream keeps one connected UDP socket; answers are matched by the random 16-bit ID *and*
+the question, so a stray or spoofed datagram cannot complete a query. The server relays the
+answer's bytes with the client's ID and question put back (`protocol.relay_reply`).
+
+`resolve(name, qtype)` is the same as a coroutine, cache included, for ExternalName chases.
 """
 
 from __future__ import annotations
@@ -26,11 +33,13 @@ import asyncio
 import logging
 import secrets
 import struct
+from typing import Callable
 
-from dnslib import RCODE, DNSQuestion, DNSRecord, EDNS0
+from dnslib import DNSQuestion, DNSRecord
 
-from meshnet.dns.cache import ResponseCache
-from meshnet.dns.errors import ForwardError, Overloaded
+from meshnet.dns.cache import CacheKey, ResponseCache
+from meshnet.dns.errors import ForwardError, Overloaded, WireError
+from meshnet.dns.wire import FLAG_RD, HEADER, HEADER_BYTES, Reply, opt_record, read_name
 
 log = logging.getLogger("meshnet.dns.forward")
 
@@ -38,10 +47,29 @@ DEFAULT_TIMEOUT_S = 5.0           # whole question, all upstreams (CoreDNS: 5 s)
 DEFAULT_ATTEMPT_TIMEOUT_S = 2.0   # one upstream (CoreDNS forward's read timeout is 2 s)
 DEFAULT_MAX_CONCURRENT = 1000     # CoreDNS's forward plugin has no default; dnsmasq uses 150
 UPSTREAM_UDP_PAYLOAD = 1232
+UPSTREAM_OPT = opt_record(UPSTREAM_UDP_PAYLOAD)
+RCODE_SERVFAIL, RCODE_REFUSED = 2, 5
+
+Done = Callable[[Reply | None, ForwardError | None], None]
 
 
-def _question_key(q: DNSQuestion) -> tuple[str, int, int]:
-    return (str(q.qname).lower(), q.qtype, q.qclass)
+class _Question:
+    """One question in flight upstream, and everyone waiting for its answer."""
+
+    __slots__ = ("key", "question", "waiters", "deadline", "first", "attempt", "errors",
+                 "packet", "timer")
+
+    def __init__(self, key: CacheKey, question: bytes, done: Done, deadline: float,
+                 first: int):
+        self.key, self.question, self.waiters = key, question, [done]
+        self.deadline, self.first, self.attempt = deadline, first, 0
+        self.errors: list[str] = []
+        self.packet = b""
+        self.timer: asyncio.TimerHandle | None = None
+
+    def __repr__(self) -> str:
+        return f"<Question {self.key[0]} type={self.key[1]} attempt={self.attempt} " \
+               f"waiters={len(self.waiters)}>"
 
 
 class _UpstreamProtocol(asyncio.DatagramProtocol):
@@ -49,44 +77,41 @@ class _UpstreamProtocol(asyncio.DatagramProtocol):
         self.upstream = upstream
 
     def datagram_received(self, data: bytes, addr) -> None:
-        if len(data) < 12:
+        upstream = self.upstream
+        if len(data) < HEADER_BYTES:
             return
-        waiter = self.upstream.pending.get(struct.unpack_from("!H", data)[0])
-        if waiter is None or waiter[1].done():
+        q = upstream.pending.get((data[0] << 8) | data[1])
+        if q is None:
             return
         try:
-            reply = DNSRecord.parse(data)
-        except Exception:
+            reply = Reply.parse(data)
+        except WireError:
             return  # garbage: keep waiting for the real answer until the timeout
-        if reply.q is None or _question_key(reply.q) != waiter[0]:
+        if (reply.name, reply.qtype, reply.qclass) != q.key[:3]:
             return
-        waiter[1].set_result(reply)
+        upstream.settle(q)
+        upstream.forwarder.on_udp_reply(q, upstream, reply)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable and the like: fail the attempts now instead of timing out.
-        for _key, fut in list(self.upstream.pending.values()):
-            if not fut.done():
-                fut.set_exception(ForwardError(f"upstream {self.upstream}: {exc}"))
+        self.upstream.fail_all(f"upstream {self.upstream.name}: {exc}")
 
 
 class Upstream:
-    def __init__(self, host: str, port: int):
+    def __init__(self, host: str, port: int, forwarder: "Forwarder"):
         self.host, self.port = host, port
-        self.pending: dict[int, tuple[tuple, asyncio.Future]] = {}
+        self.name = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.forwarder = forwarder
+        self.pending: dict[int, _Question] = {}
         self.transport: asyncio.DatagramTransport | None = None
+        self.opening: asyncio.Task | None = None
+        self.backlog: list[bytes] = []
         self.failures = 0
         self.answered = 0
 
     def __repr__(self) -> str:
-        return f"<Upstream {self.host}:{self.port} answered={self.answered} " \
-               f"failures={self.failures}>"
-
-    async def _udp(self) -> asyncio.DatagramTransport:
-        if self.transport is None or self.transport.is_closing():
-            loop = asyncio.get_running_loop()
-            self.transport, _ = await loop.create_datagram_endpoint(
-                lambda: _UpstreamProtocol(self), remote_addr=(self.host, self.port))
-        return self.transport
+        return f"<Upstream {self.name} answered={self.answered} failures={self.failures} " \
+               f"pending={len(self.pending)}>"
 
     def _new_id(self) -> int:
         while True:
@@ -94,55 +119,85 @@ class Upstream:
             if qid not in self.pending:
                 return qid
 
-    async def exchange(self, question: DNSQuestion, timeout_s: float) -> DNSRecord:
+    def send(self, q: _Question, timeout_s: float) -> None:
         qid = self._new_id()
-        msg = DNSRecord(q=question)
-        msg.header.id, msg.header.rd = qid, 1
-        msg.add_ar(EDNS0(udp_len=UPSTREAM_UDP_PAYLOAD))
-        data = msg.pack()
-        fut = asyncio.get_running_loop().create_future()
-        self.pending[qid] = (_question_key(question), fut)
-        try:
-            (await self._udp()).sendto(data)
-            reply = await asyncio.wait_for(fut, timeout_s)
-        except (TimeoutError, asyncio.TimeoutError):
-            raise ForwardError(f"upstream {self.host}:{self.port}: no answer within "
-                               f"{timeout_s:.1f}s") from None
-        except OSError as exc:
-            raise ForwardError(f"upstream {self.host}:{self.port}: {exc}") from None
-        finally:
-            self.pending.pop(qid, None)
-        if reply.header.tc:
-            reply = await self._tcp(data, question, timeout_s)
-        return reply
+        q.packet = HEADER.pack(qid, FLAG_RD, 1, 0, 0, 1) + q.question + UPSTREAM_OPT
+        self.pending[qid] = q
+        loop = asyncio.get_running_loop()
+        q.timer = loop.call_later(timeout_s, self._timed_out, q, qid, timeout_s)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.sendto(q.packet)
+            return
+        self.backlog.append(q.packet)
+        if self.opening is None:
+            self.opening = loop.create_task(self._open())
 
-    async def _tcp(self, data: bytes, question: DNSQuestion, timeout_s: float) -> DNSRecord:
+    async def _open(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            self.transport, _ = await loop.create_datagram_endpoint(
+                lambda: _UpstreamProtocol(self), remote_addr=(self.host, self.port))
+        except OSError as exc:
+            self.fail_all(f"upstream {self.name}: {exc}")
+        else:
+            for packet in self.backlog:
+                self.transport.sendto(packet)
+        finally:
+            self.backlog.clear()
+            self.opening = None
+
+    def settle(self, q: _Question) -> None:
+        """An answer came (or the attempt is over): stop its timer, forget its ID."""
+        self.pending.pop((q.packet[0] << 8) | q.packet[1], None)
+        if q.timer is not None:
+            q.timer.cancel()
+            q.timer = None
+
+    def _timed_out(self, q: _Question, qid: int, timeout_s: float) -> None:
+        if self.pending.get(qid) is not q:
+            return
+        q.timer = None
+        self.settle(q)
+        self.failures += 1
+        self.forwarder.next_upstream(q, f"upstream {self.name}: no answer within "
+                                        f"{timeout_s:.1f}s")
+
+    def fail_all(self, error: str) -> None:
+        for q in list(self.pending.values()):
+            self.settle(q)
+            self.failures += 1
+            self.forwarder.next_upstream(q, error)
+
+    async def exchange_tcp(self, q: _Question, timeout_s: float) -> Reply:
+        """The same query over TCP (RFC 7766), after a truncated UDP answer."""
         writer = None
         try:
             async with asyncio.timeout(timeout_s):
                 reader, writer = await asyncio.open_connection(self.host, self.port)
-                writer.write(struct.pack("!H", len(data)) + data)
+                writer.write(struct.pack("!H", len(q.packet)) + q.packet)
                 size = struct.unpack("!H", await reader.readexactly(2))[0]
-                reply = DNSRecord.parse(await reader.readexactly(size))
+                data = await reader.readexactly(size)
         except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
-            raise ForwardError(f"upstream {self.host}:{self.port} over TCP: "
+            raise ForwardError(f"upstream {self.name} over TCP: "
                                f"{type(exc).__name__}: {exc}") from None
-        except Exception as exc:  # an unparsable answer
-            raise ForwardError(f"upstream {self.host}:{self.port} over TCP: bad answer: "
-                               f"{exc}") from None
         finally:
             if writer is not None:
                 writer.close()
-        if _question_key(reply.q) != _question_key(question):
-            raise ForwardError(f"upstream {self.host}:{self.port}: answer for another question")
+        try:
+            reply = Reply.parse(data)
+        except WireError as exc:
+            raise ForwardError(f"upstream {self.name} over TCP: bad answer: {exc}") from None
+        if data[:2] != q.packet[:2] or (reply.name, reply.qtype, reply.qclass) != q.key[:3]:
+            raise ForwardError(f"upstream {self.name}: answer for another question")
         return reply
 
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
-        for _key, fut in self.pending.values():
-            if not fut.done():
-                fut.cancel()
+        if self.opening is not None:
+            self.opening.cancel()
+        for q in list(self.pending.values()):
+            self.settle(q)
 
 
 class Forwarder:
@@ -152,72 +207,116 @@ class Forwarder:
                  max_concurrent: int = DEFAULT_MAX_CONCURRENT):
         if not upstreams:
             raise ValueError("at least one upstream is needed")
-        self.upstreams = [Upstream(h, p) for h, p in upstreams]
+        self.upstreams = [Upstream(h, p, self) for h, p in upstreams]
         self.cache = cache if cache is not None else ResponseCache()
         self.timeout_s = timeout_s
         self.attempt_timeout_s = attempt_timeout_s
         self.max_concurrent = max_concurrent
-        self.inflight: dict[tuple, asyncio.Future] = {}
+        self.inflight: dict[CacheKey, _Question] = {}
+        self.tasks: set[asyncio.Task] = set()
         self.preferred = 0
         self.refused = 0
 
     def __repr__(self) -> str:
         return f"<Forwarder upstreams={self.upstreams} inflight={len(self.inflight)}>"
 
-    async def resolve(self, name, qtype: int, qclass: int = 1) -> DNSRecord:
-        question = DNSQuestion(name, qtype, qclass)
-        key = _question_key(question) + (False,)
-        cached = self.cache.get(key)
-        if cached is not None:
-            return cached
-        shared = self.inflight.get(key)
-        if shared is not None:
-            return await asyncio.shield(shared)
+    def ask(self, key: CacheKey, question: bytes, done: Done) -> None:
+        """Have `question` (a question section: name, type, class) answered upstream; `done`
+        is called exactly once, from a later callback. Raises `Overloaded` at once."""
+        q = self.inflight.get(key)
+        if q is not None:
+            q.waiters.append(done)
+            return
         if len(self.inflight) >= self.max_concurrent:
             self.refused += 1
             raise Overloaded(f"{len(self.inflight)} questions already in flight "
                              f"(--max-concurrent {self.max_concurrent})")
-        fut = asyncio.get_running_loop().create_future()
-        self.inflight[key] = fut
-        try:
-            reply = await self._ask(question)
-            self.cache.put(key, reply)
-            fut.set_result(reply)
-            return reply
-        except BaseException as exc:
-            fut.set_exception(exc if isinstance(exc, Exception) else ForwardError("cancelled"))
-            fut.exception()  # mark retrieved: joiners may be gone
-            raise
-        finally:
-            del self.inflight[key]
-
-    async def _ask(self, question: DNSQuestion) -> DNSRecord:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout_s
-        errors = []
+        q = _Question(key, question, done, loop.time() + self.timeout_s, self.preferred)
+        self.inflight[key] = q
+        loop.call_soon(self.next_upstream, q, "")
+
+    def next_upstream(self, q: _Question, error: str) -> None:
+        """Send `q` to its next upstream, or fail it when none is left or time is up."""
+        if error:
+            q.errors.append(error)
         n = len(self.upstreams)
-        for i in range(n):
-            index = (self.preferred + i) % n
-            upstream = self.upstreams[index]
-            left = deadline - loop.time()
-            if left <= 0:
-                break
+        left = q.deadline - asyncio.get_running_loop().time()
+        if q.attempt >= n or left <= 0:
+            self._finish(q, None, ForwardError("; ".join(q.errors)
+                                               or "no upstream answered in time"))
+            return
+        upstream = self.upstreams[(q.first + q.attempt) % n]
+        q.attempt += 1
+        upstream.send(q, min(self.attempt_timeout_s, left))
+
+    def on_udp_reply(self, q: _Question, upstream: Upstream, reply: Reply) -> None:
+        if reply.tc:  # RFC 7766: retry the same upstream over TCP
+            task = asyncio.get_running_loop().create_task(self._retry_tcp(q, upstream))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+            return
+        self._answered(q, upstream, reply)
+
+    async def _retry_tcp(self, q: _Question, upstream: Upstream) -> None:
+        left = q.deadline - asyncio.get_running_loop().time()
+        try:
+            reply = await upstream.exchange_tcp(q, min(self.attempt_timeout_s, left))
+        except ForwardError as exc:
+            upstream.failures += 1
+            self.next_upstream(q, str(exc))
+            return
+        except asyncio.CancelledError:
+            self._finish(q, None, ForwardError("forwarder closed"))
+            raise
+        self._answered(q, upstream, reply)
+
+    def _answered(self, q: _Question, upstream: Upstream, reply: Reply) -> None:
+        if reply.rcode in (RCODE_SERVFAIL, RCODE_REFUSED) and q.attempt < len(self.upstreams):
+            upstream.failures += 1
+            self.next_upstream(q, f"upstream {upstream.name}: "
+                                  f"{'SERVFAIL' if reply.rcode == RCODE_SERVFAIL else 'REFUSED'}")
+            return
+        upstream.answered += 1
+        self.preferred = self.upstreams.index(upstream)
+        self.cache.put(q.key, reply)
+        self._finish(q, reply, None)
+
+    def _finish(self, q: _Question, reply: Reply | None, error: ForwardError | None) -> None:
+        if self.inflight.get(q.key) is q:
+            del self.inflight[q.key]
+        waiters, q.waiters = q.waiters, []
+        for done in waiters:
             try:
-                reply = await upstream.exchange(question, min(self.attempt_timeout_s, left))
-            except ForwardError as exc:
-                upstream.failures += 1
-                errors.append(str(exc))
-                continue
-            if reply.header.rcode in (RCODE.SERVFAIL, RCODE.REFUSED) and i < n - 1:
-                upstream.failures += 1
-                errors.append(f"upstream {upstream.host}:{upstream.port}: "
-                              f"{RCODE.get(reply.header.rcode)}")
-                continue
-            upstream.answered += 1
-            self.preferred = index
-            return reply
-        raise ForwardError("; ".join(errors) or "no upstream answered in time")
+                done(reply, error)
+            except Exception:  # one client's bug must not cost the others their answer
+                log.exception("delivering the answer to %r", q)
+
+    async def resolve(self, name: str, qtype: int, qclass: int = 1) -> bytes:
+        """The upstream answer to one question as bytes (from the cache, TTLs aged, if there);
+        raises ForwardError. For ExternalName chases, whose targets come as text."""
+        question = DNSRecord(q=DNSQuestion(name, qtype, qclass)).pack()[HEADER_BYTES:]
+        key = (read_name(question, 0)[0], qtype, qclass, False)
+        hit = self.cache.lookup(key)
+        if hit is not None:
+            return hit.wire()
+        fut = asyncio.get_running_loop().create_future()
+
+        def done(reply: Reply | None, error: ForwardError | None) -> None:
+            if fut.done():
+                return
+            if error is not None:
+                fut.set_exception(error)
+            else:
+                fut.set_result(reply.wire)
+
+        self.ask(key, question, done)
+        return await fut
 
     def close(self) -> None:
         for upstream in self.upstreams:
             upstream.close()
+        for task in list(self.tasks):
+            task.cancel()
+        for q in list(self.inflight.values()):
+            self._finish(q, None, ForwardError("forwarder closed"))

@@ -3,10 +3,14 @@
 Theory of operation
 -------------------
 Every packet, whatever the transport, goes through `DnsServer.handle(data, tcp, send)`:
-`parse_query` (protocol rules) -> `answer(self.table, request)` (the zone) -> `encode_reply`.
-Zone answers are computed and sent synchronously inside the protocol callback: no task, no
-await. Only forwarded questions and ExternalName chases become tasks, kept in `self.tasks` so
-that `stop()` can let them finish within a deadline and cancel the rest.
+`parse_query` (protocol rules, read straight from the bytes) -> for a name in a local zone,
+`answer(self.table, request)` (the zone) -> `encode_reply`; for any other name, the cache or
+the forwarder, whose answers are relayed as bytes (`relay_reply`: the client's ID, question
+and OPT around the upstream's records) and never decoded. Zone answers, cache hits and
+forwarded questions are all handled inside the protocol callbacks: no task, no await — an
+upstream answer completes its clients from the upstream socket's callback. Only ExternalName
+chases become tasks, kept in `self.tasks` so that `stop()` can let them finish within a
+deadline and cancel the rest; `stop()` waits likewise for forwarded questions in flight.
 
 `self.table` is the published zone table. The daemon replaces it with one attribute assignment;
 a query reads it once, so it sees one whole table, old or new, never a mix.
@@ -27,14 +31,15 @@ import time
 from collections import defaultdict
 from typing import Callable, NamedTuple
 
-from dnslib import QTYPE, RCODE, DNSHeader, DNSRecord
+from dnslib import RCODE, DNSRecord
 
-from meshnet.dns.answer import Answer, answer
-from meshnet.dns.errors import ForwardError, Overloaded
+from meshnet.dns.answer import Answer, answer, is_local
+from meshnet.dns.cache import CacheHit
+from meshnet.dns.errors import ForwardError, Overloaded, WireError
 from meshnet.dns.forward import Forwarder
-from meshnet.dns.protocol import (Query, aged, encode_reply, error_reply, parse_query,
-                                  ttl_offsets)
+from meshnet.dns.protocol import Query, encode_reply, error_reply, parse_query, relay_reply
 from meshnet.dns.stats import DnsMetrics, rcode_label, type_label
+from meshnet.dns.wire import FLAG_TC, Reply, aged
 from meshnet.dns.zone import ZoneTable
 
 log = logging.getLogger("meshnet.dns.server")
@@ -46,7 +51,7 @@ BIND_ATTEMPTS = 20          # port 0: find a port free for both UDP and TCP
 MEMO_MAX_ENTRIES = 20000    # encoded zone answers kept per published table
 MEMO_MAX_QUERY_BYTES = 512  # bigger queries are not memoised (bounds the memo's memory)
 
-Send = Callable[[bytes], None]
+Send = Callable[[bytes | None], None]
 
 
 class CachedReply(NamedTuple):
@@ -57,18 +62,6 @@ class CachedReply(NamedTuple):
     stored: float        # when the upstream answer entered the cache (cache clock)
     expires: float
     labels: tuple[str, str, str, bool]  # proto, type, rcode, truncated: see `memo_hits`
-
-
-def relay(query: Query, upstream: DNSRecord) -> DNSRecord:
-    """The client's reply from an upstream (or cached) answer: client's ID and question, no AA;
-    a copy, because the upstream record is shared with the cache and other waiters."""
-    h = upstream.header
-    reply = DNSRecord(DNSHeader(id=query.request.header.id, qr=1, rd=query.request.header.rd,
-                                ra=1, rcode=h.rcode), q=query.request.q)
-    reply.rr = list(upstream.rr)
-    reply.auth = list(upstream.auth)
-    reply.ar = [rr for rr in upstream.ar if rr.rtype != QTYPE.OPT]
-    return reply
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -194,10 +187,12 @@ class DnsServer:
         # cannot become a zone name, reverse names excepted, which are not kept) and expire
         # with their cache entry; their TTLs are aged in the encoded bytes.
         self._cached: dict[tuple[bool, bytes], CachedReply] = {}
+        self.waiting = 0  # clients waiting for a forwarded answer
+        self._drained: asyncio.Future | None = None  # set when `waiting` drops to 0 in stop()
 
     def __repr__(self) -> str:
         return f"<DnsServer {self.address} {self.table!r} tasks={len(self.tasks)} " \
-               f"tcp={len(self.connections)}>"
+               f"forwarding={self.waiting} tcp={len(self.connections)}>"
 
     # -- sockets -------------------------------------------------------------------------------
 
@@ -224,8 +219,17 @@ class DnsServer:
             self.udp.close()
         if self.tcp:
             self.tcp.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + deadline_s
+        if self.waiting:
+            self._drained = loop.create_future()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._drained), deadline_s)
+            except asyncio.TimeoutError:
+                log.warning("stopping with %d forwarded questions unanswered", self.waiting)
         if self.tasks:
-            _done, pending = await asyncio.wait(set(self.tasks), timeout=deadline_s)
+            _done, pending = await asyncio.wait(set(self.tasks),
+                                                timeout=max(0.0, deadline - loop.time()))
             for task in pending:
                 task.cancel()
         for conn in list(self.connections):
@@ -238,13 +242,14 @@ class DnsServer:
     def handle(self, data: bytes, tcp: bool, send: Send) -> None:
         start = time.perf_counter()
         m = self.metrics
-        if self._memo_table is not self.table:
-            self._memo, self._memo_table = {}, self.table
+        table = self.table
+        if self._memo_table is not table:
+            self._memo, self._memo_table = {}, table
         key = (tcp, data[2:])
         hit = self._memo.get(key)
         if hit is None and self._cached:
             cached = self._cached.get(key)
-            if cached is not None and self._send_cached(cached, key, data, send, start):
+            if cached is not None and self._send_cached(cached, key, data, send):
                 return
         if hit is not None:
             send(data[:2] + hit[0][2:])
@@ -261,43 +266,43 @@ class DnsServer:
                 m.responses.inc(rcode_label(parsed[3] & 0xF))
             send(parsed)  # None: dropped (TCP still needs to know the message is done)
             return
-        q = parsed.request.q
-        m.requests.inc("tcp" if tcp else "udp", type_label(q.qtype))
+        m.requests.inc("tcp" if tcp else "udp", type_label(parsed.qtype))
+        if self.forwarder is not None and not is_local(table, parsed.name):
+            try:
+                self._forward(parsed, key, tcp, send, start)
+            except Exception:  # a bug: logged, and the client gets SERVFAIL
+                log.exception("forwarding %r", parsed)
+                self._reply_error(parsed, RCODE.SERVFAIL, tcp, send, start)
+            return
         try:
-            result = answer(self.table, parsed.request)
-            if result.reply is not None and not result.chase:
-                out = self._send(parsed, result.reply, tcp, send, start, "zone")
-                if len(self._memo) >= MEMO_MAX_ENTRIES:
-                    self._memo.clear()
-                if len(data) <= MEMO_MAX_QUERY_BYTES:
-                    self._memo[key] = (out, ("tcp" if tcp else "udp", type_label(q.qtype),
-                                             rcode_label(result.reply.header.rcode),
-                                             not tcp and bool(out[2] & 0x02)))
-                return
-            if result.reply is None and self.forwarder is not None:
-                name = str(q.qname).lower()
-                found = self.forwarder.cache.lookup((name, q.qtype, q.qclass, False))
-                if found is not None:  # a cache hit needs no task either
-                    cached, aged_s, stored, expires = found
-                    out = self._send(parsed, relay(parsed, cached), tcp, send, start, "cache")
-                    offsets = ttl_offsets(out)
-                    if (len(data) <= MEMO_MAX_QUERY_BYTES and offsets is not None
-                            and not name.endswith(".arpa.")):
-                        if len(self._cached) >= MEMO_MAX_ENTRIES:
-                            self._cached.clear()
-                        self._cached[key] = CachedReply(
-                            out, offsets, aged_s, stored, expires,
-                            ("tcp" if tcp else "udp", type_label(q.qtype),
-                             rcode_label(cached.header.rcode), not tcp and bool(out[2] & 0x02)))
-                    return
+            result = answer(table, parsed.request)
+        except WireError:  # the wire reader took it, dnslib does not (bad rdata in it)
+            m.malformed.inc("answered")
+            self._reply_error(parsed, RCODE.FORMERR, tcp, send, start)
+            return
         except Exception:
             log.exception("answering %r", parsed)
             self._reply_error(parsed, RCODE.SERVFAIL, tcp, send, start)
             return
-        task = asyncio.get_running_loop().create_task(
-            self._slow(parsed, result, tcp, send, start))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        if result.reply is None:  # not ours, and no upstream to ask
+            self._reply_error(parsed, RCODE.REFUSED, tcp, send, start)
+            return
+        if result.chase and self.forwarder is not None:
+            task = asyncio.get_running_loop().create_task(
+                self._chase(parsed, result, tcp, send, start))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+            return
+        out = self._send(parsed, result.reply, tcp, send, start, "zone")
+        if len(self._memo) >= MEMO_MAX_ENTRIES:
+            self._memo.clear()
+        if len(data) <= MEMO_MAX_QUERY_BYTES and not result.chase:
+            self._memo[key] = (out, self._labels(parsed, result.reply.header.rcode, out, tcp))
+
+    @staticmethod
+    def _labels(query: Query, rcode: int, out: bytes, tcp: bool) -> tuple[str, str, str, bool]:
+        return ("tcp" if tcp else "udp", type_label(query.qtype), rcode_label(rcode),
+                not tcp and bool(out[2] & (FLAG_TC >> 8)))
 
     def flush_memo_hits(self) -> None:
         """Add the memo hits counted since the last call to the Prometheus counters."""
@@ -309,8 +314,55 @@ class DnsServer:
             if truncated:
                 m.truncated.inc(amount=n)
 
-    def _send_cached(self, entry: CachedReply, key, data: bytes, send: Send,
-                     start: float) -> bool:
+    # -- forwarded names: bytes in, bytes out --------------------------------------------------
+
+    def _forward(self, query: Query, key, tcp: bool, send: Send, start: float) -> None:
+        fwd = self.forwarder
+        cache_key = (query.name, query.qtype, query.qclass, False)
+        hit = fwd.cache.lookup(cache_key)
+        if hit is not None:  # a cache hit needs no task either
+            out = relay_reply(query, hit.reply, hit.wire(), tcp)
+            self._keep_cached(query, key, hit, out, tcp)
+            self._sent(out, hit.reply.rcode, tcp, send, start, "cache")
+            return
+        try:
+            fwd.ask(cache_key, query.question,
+                    lambda reply, error: self._forwarded(query, tcp, send, start, reply, error))
+        except Overloaded:
+            self.metrics.forwarded.inc("refused")
+            self._reply_error(query, RCODE.REFUSED, tcp, send, start)
+            return
+        self.waiting += 1
+
+    def _forwarded(self, query: Query, tcp: bool, send: Send, start: float,
+                   reply: Reply | None, error: ForwardError | None) -> None:
+        self.waiting -= 1
+        if self.waiting == 0 and self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+        if error is not None:
+            log.debug("forwarding %r: %s", query, error)
+            self.metrics.forwarded.inc("error")
+            self._reply_error(query, RCODE.SERVFAIL, tcp, send, start)
+            return
+        self.metrics.forwarded.inc("ok")
+        self._sent(relay_reply(query, reply, reply.wire, tcp), reply.rcode, tcp, send, start,
+                   "forward")
+
+    def _keep_cached(self, query: Query, key, hit: CacheHit, out: bytes, tcp: bool) -> None:
+        """Keep the relayed bytes of a cache hit per query packet, so that the next identical
+        packet is one lookup (reverse names are not kept: a table change can make them local).
+        The client's header and question have the upstream's lengths, so the TTLs sit where
+        they sit in the upstream's bytes; a truncated reply has none."""
+        if len(key[1]) + 2 > MEMO_MAX_QUERY_BYTES or query.name.endswith(".arpa."):
+            return
+        if len(self._cached) >= MEMO_MAX_ENTRIES:
+            self._cached.clear()
+        truncated = bool(out[2] & (FLAG_TC >> 8))
+        self._cached[key] = CachedReply(
+            out, () if truncated else hit.reply.ttl_offsets, hit.aged_s, hit.stored,
+            hit.expires, self._labels(query, hit.reply.rcode, out, tcp))
+
+    def _send_cached(self, entry: CachedReply, key, data: bytes, send: Send) -> bool:
         cache = self.forwarder.cache
         now = cache.clock()
         if now >= entry.expires:
@@ -326,14 +378,20 @@ class DnsServer:
         self.memo_hits[entry.labels] += 1
         return True
 
+    # -- sending -------------------------------------------------------------------------------
+
+    def _sent(self, out: bytes, rcode: int, tcp: bool, send: Send, start: float,
+              source: str) -> None:
+        if not tcp and out[2] & (FLAG_TC >> 8):
+            self.metrics.truncated.inc()
+        send(out)
+        self.metrics.responses.inc(rcode_label(rcode))
+        self.metrics.duration.observe(time.perf_counter() - start, source)
+
     def _send(self, query: Query, reply: DNSRecord, tcp: bool, send: Send, start: float,
               source: str) -> bytes:
         out = encode_reply(query, reply, tcp)
-        if not tcp and len(out) >= 12 and out[2] & 0x02:
-            self.metrics.truncated.inc()
-        send(out)
-        self.metrics.responses.inc(rcode_label(reply.header.rcode))
-        self.metrics.duration.observe(time.perf_counter() - start, source)
+        self._sent(out, reply.header.rcode, tcp, send, start, source)
         return out
 
     def _reply_error(self, query: Query, rcode: int, tcp: bool, send: Send,
@@ -342,44 +400,26 @@ class DnsServer:
         self.metrics.responses.inc(rcode_label(rcode))
         self.metrics.duration.observe(time.perf_counter() - start, "error")
 
-    async def _slow(self, query: Query, result: Answer, tcp: bool, send: Send,
-                    start: float) -> None:
-        q = query.request.q
+    async def _chase(self, query: Query, result: Answer, tcp: bool, send: Send,
+                     start: float) -> None:
+        """An ExternalName's CNAME with its target's records from upstream appended."""
+        reply = result.reply
         try:
-            if self.forwarder is None:
-                if result.reply is not None:  # a chase we cannot do: the CNAME alone
-                    self._send(query, result.reply, tcp, send, start, "zone")
-                else:
-                    self._reply_error(query, RCODE.REFUSED, tcp, send, start)
-                return
-            if result.chase:
-                reply = result.reply
-                try:
-                    upstream = await self.forwarder.resolve(result.chase, q.qtype, q.qclass)
-                    reply.rr.extend(upstream.rr)
-                    self.metrics.forwarded.inc("ok")
-                except ForwardError as exc:
-                    log.debug("chasing %s: %s", result.chase, exc)
-                    self.metrics.forwarded.inc("error")
-                self._send(query, reply, tcp, send, start, "chase")
-                return
             try:
-                upstream = await self.forwarder.resolve(q.qname, q.qtype, q.qclass)
-            except Overloaded:
-                self.metrics.forwarded.inc("refused")
-                self._reply_error(query, RCODE.REFUSED, tcp, send, start)
-                return
+                wire = await self.forwarder.resolve(result.chase, query.qtype, query.qclass)
+                reply.rr.extend(DNSRecord.parse(wire).rr)
+                self.metrics.forwarded.inc("ok")
             except ForwardError as exc:
-                log.debug("forwarding %r: %s", query, exc)
+                log.debug("chasing %s: %s", result.chase, exc)
                 self.metrics.forwarded.inc("error")
-                self._reply_error(query, RCODE.SERVFAIL, tcp, send, start)
-                return
-            self.metrics.forwarded.inc("ok")
-            self._send(query, relay(query, upstream), tcp, send, start, "forward")
+            except Exception:  # an upstream answer our reader took and dnslib does not
+                log.debug("chasing %s: undecodable answer", result.chase, exc_info=True)
+                self.metrics.forwarded.inc("error")
+            self._send(query, reply, tcp, send, start, "chase")
         except asyncio.CancelledError:
             if tcp:
                 send(None)
             raise
         except Exception:
-            log.exception("forwarding %r", query)
+            log.exception("chasing for %r", query)
             self._reply_error(query, RCODE.SERVFAIL, tcp, send, start)

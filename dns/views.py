@@ -8,6 +8,9 @@ views compare with `==`.
 A transform never raises: an object with an unusable field (an IP that does not parse, a port
 out of range) yields a view without that field, and the problem is logged once here. A bad
 object must not stop the zone from building.
+
+Views are slotted, and port lists — the same few in thousands of Endpoints — are shared
+(`_shared`): at 100,000 endpoint addresses the views are most of the daemon's memory.
 """
 
 from __future__ import annotations
@@ -15,20 +18,35 @@ from __future__ import annotations
 import ipaddress
 import logging
 from dataclasses import dataclass
+from typing import TypeVar
 
 log = logging.getLogger("meshnet.dns.views")
 
 HEADLESS = "None"  # spec.clusterIP of a headless Service
+SHARED_MAX = 10000  # distinct port lists shared; past that, new ones are simply not shared
+
+T = TypeVar("T")
+_SHARED: dict = {}
 
 
-@dataclass(frozen=True)
+def _shared(value: T) -> T:
+    """One object for equal immutable values (a port list repeated in every Endpoints)."""
+    found = _SHARED.get(value)
+    if found is not None:
+        return found
+    if len(_SHARED) < SHARED_MAX:
+        _SHARED[value] = value
+    return value
+
+
+@dataclass(frozen=True, slots=True)
 class PortView:
     name: str
     port: int
     protocol: str  # "TCP", "UDP" or "SCTP"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ServiceView:
     namespace: str
     name: str
@@ -45,20 +63,20 @@ class ServiceView:
         return f"<ServiceView {self.namespace}/{self.name} {what}>"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AddressView:
     ip: str
     hostname: str   # EndpointAddress.hostname ("" when absent)
     ready: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SubsetView:
     addresses: tuple[AddressView, ...]
     ports: tuple[PortView, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EndpointsView:
     namespace: str
     name: str
@@ -69,7 +87,7 @@ class EndpointsView:
         return f"<EndpointsView {self.namespace}/{self.name} addresses={n}>"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PodView:
     namespace: str
     name: str
@@ -97,8 +115,9 @@ def _ports(items, where: str) -> tuple[PortView, ...]:
         if not 1 <= number <= 65535:
             log.warning("%s.ports[%d]: ignoring invalid port %r", where, i, p.get("port"))
             continue
-        out.append(PortView(str(p.get("name") or ""), number, str(p.get("protocol") or "TCP")))
-    return tuple(out)
+        out.append(_shared(PortView(str(p.get("name") or ""), number,
+                                    str(p.get("protocol") or "TCP"))))
+    return _shared(tuple(out))
 
 
 def _meta(obj: dict) -> tuple[str, str]:

@@ -26,6 +26,12 @@ the query's case, so the table never stores presentation case.
 Records are sorted so that two compilations of the same views compare equal (`==`), which is
 how tests assert on them.
 
+Memory: the table holds no dnslib objects, only compact record data (`RDATA` below): strings
+and small tuples, and the same string objects wherever a name recurs — the owner name of an
+endpoint is also its PTR target and its SRV target, an address is the view's own string — so
+10,000 Services with 100,000 endpoints fit in tens of MiB. `answer.py` turns the few records
+an answer needs into dnslib records; answers are memoised per table by the server.
+
 Incremental compile: each source (a Service with its Endpoints, a Pod, the static apex
 records) compiles to a `Fragment` (name -> records) on its own; `ZoneIndex` keeps the fragments
 and merges them by name, so a changed Service costs its own names, not the zone's (10,000
@@ -39,9 +45,10 @@ from __future__ import annotations
 import ipaddress
 from collections import defaultdict
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Iterable, Mapping
 
-from dnslib import AAAA, CNAME, NS, PTR, QTYPE, SOA, SRV, TXT, A
+from dnslib import QTYPE
 
 from meshnet.dns.views import EndpointsView, PodView, ServiceView
 
@@ -51,8 +58,17 @@ SOA_REFRESH_S, SOA_RETRY_S, SOA_EXPIRE_S = 7200, 1800, 86400
 DEFAULT_TTL_S = 5
 PODS_MODES = ("verified", "insecure", "disabled")
 
-Node = Mapping[int, tuple]      # qtype -> rdata objects
+# Record data by type, compact:
+#   A, AAAA             the address text ("10.96.0.5", "fd00::5")
+#   PTR, CNAME, NS      the target name, absolute ("web.default.svc.cluster.local.")
+#   SRV                 (priority, weight, port, target)
+#   TXT                 the text
+#   SOA                 (mname, rname, (serial, refresh, retry, expire, minimum))
+RDATA_TYPES = (QTYPE.A, QTYPE.AAAA, QTYPE.PTR, QTYPE.CNAME, QTYPE.NS, QTYPE.SRV, QTYPE.TXT,
+               QTYPE.SOA)
+Node = Mapping[int, tuple]      # qtype -> record data
 Fragment = dict[str, Node]      # owner name -> node: what one source contributes
+EMPTY_NODE: Node = MappingProxyType({})  # every empty non-terminal shares it
 
 
 @dataclass(frozen=True)
@@ -91,12 +107,12 @@ class ZoneTable:
         """The zone this table is authoritative for that contains `name`, if any."""
         return apex_of(name, self.origin, self.reverse_zones)
 
-    def soa(self, apex: str) -> SOA:
+    def soa(self, apex: str) -> tuple:
+        """The SOA record data at `apex` (mname, rname, timers)."""
         node = self.records.get(apex)
         if node and QTYPE.SOA in node:
             return node[QTYPE.SOA][0]
-        return SOA(f"ns.dns.{self.origin}", f"hostmaster.{self.origin}",
-                   (0, SOA_REFRESH_S, SOA_RETRY_S, SOA_EXPIRE_S, self.ttl))
+        return soa_data(self.origin, 0, self.ttl)
 
 
 def apex_of(name: str, origin: str, zones: frozenset[str]) -> str | None:
@@ -153,22 +169,32 @@ def reverse_zones(cidrs: Iterable[str]) -> frozenset[str]:
     return frozenset(zones)
 
 
-def _address(ip: str):
-    return (QTYPE.A, A(ip)) if ":" not in ip else (QTYPE.AAAA, AAAA(ip))
+def soa_data(origin: str, serial: int, ttl: int) -> tuple:
+    return (f"ns.dns.{origin}", f"hostmaster.{origin}",
+            (serial, SOA_REFRESH_S, SOA_RETRY_S, SOA_EXPIRE_S, ttl))
+
+
+def _order(value) -> str:
+    """Records of one type are sorted by their text (dnslib's presentation form)."""
+    return " ".join(map(str, value)) if isinstance(value, tuple) else value
+
+
+def _sorted(values: Iterable) -> tuple:
+    return tuple(sorted(values, key=_order))
 
 
 class _Builder:
-    """Collects records by name and type; `table()` sorts and freezes them."""
+    """Collects records by name and type; `freeze()` sorts them."""
 
     def __init__(self):
         self.rrs: dict[str, dict[int, dict]] = defaultdict(lambda: defaultdict(dict))
         self.srv: dict[str, dict[tuple[int, str], None]] = defaultdict(dict)
 
-    def add(self, name: str, qtype: int, rdata) -> None:
-        self.rrs[name][qtype].setdefault(str(rdata), rdata)
+    def add(self, name: str, qtype: int, value) -> None:
+        self.rrs[name][qtype][value] = None  # an ordered set: duplicates collapse
 
     def add_address(self, name: str, ip: str) -> None:
-        self.add(name, *_address(ip))
+        self.add(name, QTYPE.A if ":" not in ip else QTYPE.AAAA, ip)
 
     def add_srv(self, name: str, port: int, target: str) -> None:
         self.srv[name].setdefault((port, target), None)
@@ -178,9 +204,8 @@ class _Builder:
             # CoreDNS spreads weight evenly over the records at one name (priority 0 for all).
             weight = max(1, 100 // len(entries))
             for port, target in entries:
-                self.add(name, QTYPE.SRV, SRV(0, weight, port, target))
-        return {name: {qtype: tuple(v for _, v in sorted(rd.items()))
-                       for qtype, rd in types.items()}
+                self.add(name, QTYPE.SRV, (0, weight, port, target))
+        return {name: {qtype: _sorted(values) for qtype, values in types.items()}
                 for name, types in self.rrs.items()}
 
 
@@ -199,12 +224,12 @@ def service_fragment(svc: ServiceView, eps: EndpointsView | None,
             b.add_address(f"ns.dns.{origin}", ip)
     if svc.type == "ExternalName":
         if svc.external_name:
-            b.add(fqdn, QTYPE.CNAME, CNAME(svc.external_name + "."))
+            b.add(fqdn, QTYPE.CNAME, svc.external_name + ".")
         return b.freeze()
     if not svc.headless:
         for ip in svc.cluster_ips:
             b.add_address(fqdn, ip)
-            b.add(reverse_name(ip), QTYPE.PTR, PTR(fqdn))
+            b.add(reverse_name(ip), QTYPE.PTR, fqdn)
         if svc.cluster_ips:
             for port in svc.ports:
                 if port.name:
@@ -218,7 +243,7 @@ def service_fragment(svc: ServiceView, eps: EndpointsView | None,
             host = f"{(addr.hostname or dashed(addr.ip)).lower()}.{fqdn}"
             b.add_address(fqdn, addr.ip)
             b.add_address(host, addr.ip)
-            b.add(reverse_name(addr.ip), QTYPE.PTR, PTR(host))
+            b.add(reverse_name(addr.ip), QTYPE.PTR, host)
             for port in subset.ports:
                 if port.name:
                     b.add_srv(_port_name(port) + fqdn, port.port, host)
@@ -238,13 +263,12 @@ def static_fragment(config: ZoneConfig, serial: int) -> Fragment:
     (which exists even before the DNS service has an address), dns-version."""
     origin = config.origin
     b = _Builder()
-    soa = SOA(f"ns.dns.{origin}", f"hostmaster.{origin}",
-              (serial, SOA_REFRESH_S, SOA_RETRY_S, SOA_EXPIRE_S, config.ttl))
+    soa = soa_data(origin, serial, config.ttl)
     for apex in (origin, *reverse_zones(config.reverse_cidrs)):
         b.add(apex, QTYPE.SOA, soa)
-        b.add(apex, QTYPE.NS, NS(f"ns.dns.{origin}"))
-    b.rrs[f"ns.dns.{origin}"]
-    b.add(f"dns-version.{origin}", QTYPE.TXT, TXT(SPEC_VERSION))
+        b.add(apex, QTYPE.NS, soa[0])
+    b.rrs[soa[0]]
+    b.add(f"dns-version.{origin}", QTYPE.TXT, SPEC_VERSION)
     return b.freeze()
 
 
@@ -264,9 +288,9 @@ def _merge(nodes: Iterable[Node]) -> dict[int, tuple]:
     deduplicated and sorted as `_Builder.freeze` does, so the result does not depend on order."""
     out: dict[int, dict] = {}
     for node in nodes:
-        for qtype, rds in node.items():
-            out.setdefault(qtype, {}).update((str(rd), rd) for rd in rds)
-    return {qtype: tuple(v for _, v in sorted(rd.items())) for qtype, rd in out.items()}
+        for qtype, values in node.items():
+            out.setdefault(qtype, {}).update(dict.fromkeys(values))
+    return {qtype: _sorted(values) for qtype, values in out.items()}
 
 
 class ZoneIndex:
@@ -280,14 +304,17 @@ class ZoneIndex:
 
     Invariants: `records[name]` exists iff some source owns `name` or some owned name lies
     below it within the same zone (`below[name] > 0`, an empty non-terminal, RFC 8020); an
-    owned name's node is its owners' records merged. `compile_zone` is this, from scratch.
+    owned name's node is its owners' records merged (the owner's own node, shared, when there
+    is one owner, as for nearly every name). `owners[name]` is that one source, or a list of
+    them when several sources give the same name: no per-name map for the common case.
+    `compile_zone` is this, from scratch.
     """
 
     def __init__(self, config: ZoneConfig):
         self.config = config
         self.zones = reverse_zones(config.reverse_cidrs)
         self.fragments: dict[tuple, Fragment] = {}
-        self.owners: dict[str, dict[tuple, Node]] = {}
+        self.owners: dict[str, tuple | list[tuple]] = {}
         self.below: dict[str, int] = {}
         self.records: dict[str, Node] = {}
         self.merged = 0
@@ -305,23 +332,30 @@ class ZoneIndex:
             fragment = {}
         if old == fragment:
             return False
-        for name, node in old.items():
+        owners = self.owners
+        for name in old:
             if name not in fragment:
-                owned = self.owners[name]
-                del owned[source]
-                if not owned:
-                    del self.owners[name]
+                owned = owners[name]
+                if isinstance(owned, list):
+                    owned.remove(source)
+                    if len(owned) == 1:
+                        owners[name] = owned[0]
+                else:
+                    del owners[name]
                     self._ancestors(name, -1)
                 self._refresh(name)
         for name, node in fragment.items():
-            if old.get(name) == node and name in old:
+            if name in old and old[name] == node:
                 continue
-            owned = self.owners.get(name)
+            owned = owners.get(name)
             if owned is None:
-                self.owners[name] = {source: node}
+                owners[name] = source
                 self._ancestors(name, +1)
-            else:
-                owned[source] = node
+            elif isinstance(owned, list):
+                if source not in owned:
+                    owned.append(source)
+            elif owned != source:
+                owners[name] = [owned, source]
             self._refresh(name)
         return True
 
@@ -332,13 +366,15 @@ class ZoneIndex:
     def _refresh(self, name: str) -> None:
         self.merged += 1
         owned = self.owners.get(name)
-        if owned:
-            self.records[name] = next(iter(owned.values())) if len(owned) == 1 \
-                else _merge(owned.values())
-        elif self.below.get(name):
-            self.records[name] = {}
+        if owned is None:
+            if self.below.get(name):
+                self.records[name] = EMPTY_NODE
+            else:
+                self.records.pop(name, None)
+        elif isinstance(owned, list):
+            self.records[name] = _merge(self.fragments[s][name] for s in owned)
         else:
-            self.records.pop(name, None)
+            self.records[name] = self.fragments[owned][name]
 
     def _ancestors(self, name: str, delta: int) -> None:
         apex = apex_of(name, self.config.origin, self.zones)

@@ -84,6 +84,16 @@ def question(name, qtype="A", **kwargs) -> DNSRecord:
     return DNSRecord.question(name, qtype, **kwargs)
 
 
+class Clock:
+    """An injected clock (the cache's) that tests move by hand."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
 QT = QTYPE
 
 
@@ -92,14 +102,17 @@ QT = QTYPE
 import asyncio  # noqa: E402
 import struct  # noqa: E402
 
-from dnslib import RR, DNSRecord as _Record  # noqa: E402
+from dnslib import EDNS0, RR, DNSRecord as _Record  # noqa: E402
 
 
 class FakeUpstream:
     """A tiny authoritative-style DNS server on loopback that tests own (never the host's
     resolver). `zone` maps lowercase names to zone-file lines; names not in it get NXDOMAIN
     with a SOA whose negative TTL is `negative_ttl`. `silent` drops every query (timeouts);
-    `truncate_udp` sets TC on UDP answers so clients retry over TCP; `delay_s` holds answers."""
+    `truncate_udp` sets TC on UDP answers so clients retry over TCP; `delay_s` holds answers.
+    Like real servers it answers an OPT with its own (`edns`). `packets` keeps every query's
+    bytes; `before` holds functions of a query's bytes whose results are sent over UDP ahead
+    of the real answer (garbage, answers to other questions)."""
 
     def __init__(self, zone=None, negative_ttl=30):
         self.zone = {k.lower(): v for k, v in (zone or {}).items()}
@@ -108,6 +121,9 @@ class FakeUpstream:
         self.truncate_udp = False
         self.delay_s = 0.0
         self.queries: list[tuple[str, str, str]] = []  # (transport, name, type)
+        self.packets: list[bytes] = []
+        self.edns = True
+        self.before = []
         self.udp = self.tcp = None
         self.port = 0
 
@@ -151,8 +167,12 @@ class FakeUpstream:
         request = _Record.parse(data)
         name = str(request.q.qname).lower()
         self.queries.append(("tcp" if tcp else "udp", name, QTYPE.get(request.q.qtype)))
+        self.packets.append(data)
         if self.silent:
             return
+        if not tcp:
+            for make in self.before:
+                send(make(data))
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         reply = request.reply()
@@ -169,6 +189,8 @@ class FakeUpstream:
         if self.truncate_udp and not tcp:
             reply.rr = []
             reply.header.tc = 1
+        if self.edns and any(rr.rtype == QTYPE.OPT for rr in request.ar):
+            reply.add_ar(EDNS0(udp_len=4096))
         send(reply.pack())
 
     def close(self):

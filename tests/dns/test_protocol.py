@@ -7,7 +7,7 @@ import struct
 import pytest
 from dnslib import EDNS0, RR, DNSRecord
 
-from meshnet.dns.protocol import Query, aged, encode_reply, parse_query, ttl_offsets
+from meshnet.dns.protocol import Query, encode_reply, parse_query
 
 from fakes import question
 
@@ -86,39 +86,3 @@ def test_a_reply_that_fits_is_not_truncated():
     query = parse_query(q_bytes())
     reply = DNSRecord.parse(encode_reply(query, big_reply(query, 10)))
     assert reply.header.tc == 0 and len(reply.rr) == 10
-
-
-def _reply(*zone_lines, edns=False, auth=()) -> bytes:
-    r = question("a.example").reply()
-    for line in zone_lines:
-        r.add_answer(*RR.fromZone(line))
-    for line in auth:
-        r.add_auth(*RR.fromZone(line))
-    if edns:
-        r.add_ar(EDNS0(udp_len=1232))
-    return r.pack()
-
-
-TTL_CASES = [
-    ("one A record", _reply("a.example. 300 IN A 192.0.2.1"), [300]),
-    ("two records, the second owner name compressed",
-     _reply("a.example. 300 IN A 192.0.2.1", "a.example. 60 IN A 192.0.2.2"), [300, 60]),
-    ("negative answer: the SOA in authority", _reply(auth=[
-        "example. 30 IN SOA ns.example. h.example. 1 2 3 4 30"]), [30]),
-    ("the OPT record's TTL field is flags, not a TTL",
-     _reply("a.example. 300 IN A 192.0.2.1", edns=True), [300]),
-]
-
-
-@pytest.mark.parametrize("desc,wire,ttls", TTL_CASES, ids=[c[0] for c in TTL_CASES])
-def test_ttl_offsets_find_every_ttl(desc, wire, ttls):
-    offsets = ttl_offsets(wire)
-    assert [struct.unpack_from("!I", wire, at)[0] for at in offsets] == ttls
-    older = DNSRecord.parse(aged(wire, offsets, 45))
-    assert [rr.ttl for rr in older.rr + older.auth] == [max(0, t - 45) for t in ttls]
-
-
-@pytest.mark.parametrize("wire", [b"", b"\x00" * 11, _reply("a.example. 300 IN A 192.0.2.1")[:-1],
-                                  _reply("a.example. 300 IN A 192.0.2.1") + b"\x00"])
-def test_ttl_offsets_of_garbage_is_none(wire):
-    assert ttl_offsets(wire) is None

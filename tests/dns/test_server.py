@@ -108,6 +108,14 @@ MALFORMED = [
     ("huge answer count", lambda q: q[:6] + b"\xff\xff" + q[8:], "FORMERR"),
     ("pointer loop", lambda q: q[:12] + b"\xc0\x0c\x00\x01\x00\x01", "FORMERR"),
     ("forward pointer", lambda q: q[:12] + b"\xc0\x20\x00\x01\x00\x01", "FORMERR"),
+    ("extended label type", lambda q: q[:12] + b"\x41abc\x00\x00\x01\x00\x01", "FORMERR"),
+    ("name longer than 255 bytes",
+     lambda q: q[:12] + (b"\x3f" + b"a" * 63) * 4 + b"\x00\x00\x01\x00\x01", "FORMERR"),
+    ("OPT record cut short", lambda q: q[:10] + b"\x00\x01" + q[12:] + b"\x00\x00\x29\x04",
+     "FORMERR"),
+    ("additional record pointing into itself",
+     lambda q: q[:10] + b"\x00\x01" + q[12:] + struct.pack("!H", 0xC000 | len(q))
+     + b"\x00\x01\x00\x01\x00\x00\x00\x05\x00\x04\x0a\x00\x00\x01", "FORMERR"),
 ]
 
 

@@ -112,8 +112,8 @@ def test_cluster_domain_and_ttl_are_configurable():
                          ZoneConfig.make("Corp.Example.", ttl=30))
     assert table.origin == "corp.example."
     assert "a.default.svc.corp.example." in table.records
-    soa = table.records["corp.example."][QTYPE.SOA][0]
-    assert soa.times[4] == 30
+    mname, rname, times = table.records["corp.example."][QTYPE.SOA][0]
+    assert (mname, rname, times[4]) == ("ns.dns.corp.example.", "hostmaster.corp.example.", 30)
 
 
 # -- incremental compile: ZoneIndex --------------------------------------------------------------
