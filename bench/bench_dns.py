@@ -696,6 +696,41 @@ def report(args, results, small: dict, big: dict | None, load: tuple,
     return "\n".join(out) + "\n"
 
 
+def summary_lines(results, big: dict | None, proxy: dict | None) -> list[dict]:
+    """bench/run's lines (bench/summary.py): each case against the faster dnsmasq."""
+    import summary
+
+    names = {"cluster": "cluster names", "nxdomain": "NXDOMAIN search-path names",
+             "forward-cached": "forwarded names, cached", "forward-miss":
+             "forwarded names, cache miss"}
+    out = []
+    for case, a, b, c in results:
+        best = max(b["qps"], c["qps"])
+        ratio = a["qps"] / best
+        target, met = ("≥ 0.8", ratio >= 0.8) if case == "cluster" else ("—", None)
+        out.append(summary.line("dns", f"queries/s, {names.get(case, case)}",
+                                f"{a['qps']:,.0f}", f"{best:,.0f} (dnsmasq)", ratio, target,
+                                met))
+        out.append(summary.line("dns", f"CPU per query, {names.get(case, case)}",
+                                f"{a['cpu_us']:.1f} µs",
+                                f"{min(b['cpu_us'], c['cpu_us']):.1f} µs (dnsmasq)",
+                                min(b["cpu_us"], c["cpu_us"]) / a["cpu_us"]
+                                if a["cpu_us"] else None))
+    if proxy:
+        direct, via = proxy["direct"], [r for k, r in proxy.items() if k != "direct"]
+        if via:
+            out.append(summary.line("dns", "queries/s through the kube-dns ClusterIP (proxy)",
+                                    f"{via[0]['qps']:,.0f}", f"{direct['qps']:,.0f} (straight "
+                                    "to meshnet-dns)", via[0]["qps"] / direct["qps"]))
+    if big:
+        out.append(summary.line("memory", f"meshnet-dns RSS, {big['services']:,} Services / "
+                                f"{big['endpoints']:,} endpoints",
+                                f"{big['rss_kib'] / 1024:.0f} MiB",
+                                f"{big['dnsmasq_rss_kib'] / 1024:.0f} MiB (dnsmasq)",
+                                big["dnsmasq_rss_kib"] / big["rss_kib"]))
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--services", type=int, default=1000)
@@ -713,6 +748,7 @@ def main() -> None:
     p.add_argument("--skip-scale", action="store_true")
     p.add_argument("--cases", type=lambda text: text.split(","), default=list(CASES),
                    help=f"comma-separated subset of {','.join(CASES)} (default: all)")
+    p.add_argument("--summary", help="also write this run's lines for bench/run to this file")
     p.add_argument("--netns-setup", metavar="KUBECONFIG", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.netns_setup:  # run by the via-proxy case inside its namespace
@@ -768,6 +804,9 @@ def main() -> None:
     results_dir = Path(__file__).parent / "results"
     results_dir.mkdir(exist_ok=True)
     (results_dir / f"dns-{time.strftime('%Y-%m-%d')}.md").write_text(table)
+    import summary
+
+    summary.write(args.summary, summary_lines(results, big, proxy))
 
 
 if __name__ == "__main__":
