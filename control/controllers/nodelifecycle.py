@@ -4,8 +4,11 @@ Theory of operation
 -------------------
 The agent on each node renews `Lease kube-node-lease/<node>` every few seconds. A node's last
 heartbeat is the newest of the Lease's `renewTime`, its Ready condition's `lastHeartbeatTime`
-and (for a node that never reported) its `creationTimestamp`. `node_health` (pure) compares it
-with the injected clock:
+and (for a node that never reported) its `creationTimestamp`. As kube's controller does with
+its probeTimestamp, the grace period runs on this controller's own clock from the moment it saw
+the current heartbeat appear, never from the timestamp written in it: after a control-plane
+outage, a restore from backup or a leader change, every node gets a full grace period to check
+in before anything is marked. `node_health` (pure) decides with the injected clock:
 
 - heartbeat older than `--node-monitor-grace-period` (40 s): the node's conditions become
   Unknown with reason `NodeStatusUnknown` ("Kubelet stopped posting node status."), as kube's
@@ -65,20 +68,29 @@ def last_heartbeat(node: dict, lease: dict | None) -> float:
 
 
 def node_health(node: dict, lease: dict | None, now: float, grace_s: float,
-                eviction_s: float) -> NodeHealth:
+                eviction_s: float, *, seen_at: float | None = None,
+                watched_since: float | None = None) -> NodeHealth:
+    """`seen_at`: when this controller saw the current heartbeat appear (kube's
+    probeTimestamp); the grace period counts from it rather than from the heartbeat's own
+    timestamp, so a controller that has just started (after an outage, a restore, a leader
+    change) gives every node a full grace period. `watched_since`: when this controller started
+    watching the node; a NotReady condition older than that counts from then."""
     heartbeat = last_heartbeat(node, lease)
-    expired = now > heartbeat + grace_s
+    since = heartbeat if seen_at is None else seen_at
+    expired = now > since + grace_s
     ready = condition(node, "Ready") or {}
     not_ready_since = None
     if ready.get("status") != "True":
         not_ready_since = parse_time(ready.get("lastTransitionTime"))
         if not_ready_since is None and expired:
             not_ready_since = now  # never reported: marked Unknown now, the clock starts
+        elif not_ready_since is not None and watched_since is not None:
+            not_ready_since = max(not_ready_since, watched_since)
     elif expired:
         not_ready_since = now  # about to be marked Unknown now
     evict = not_ready_since is not None and now >= not_ready_since + eviction_s
     if not expired:
-        next_check = heartbeat + grace_s - now
+        next_check = since + grace_s - now
     elif not evict and not_ready_since is not None:
         next_check = not_ready_since + eviction_s - now
     else:
@@ -139,6 +151,8 @@ class NodeLifecycleController(Controller):
                                 on_update=lambda old, new: self.enqueue(new))
         self.leases.add_handlers(on_add=self._lease_changed,
                                  on_update=lambda old, new: self._lease_changed(new))
+        # node -> (heartbeat last seen, when it was first seen, when the node was first seen)
+        self.probes: dict[str, tuple[float, float, float]] = {}
 
     def _lease_changed(self, lease: dict) -> None:
         self.queue.add(lease["metadata"]["name"])
@@ -151,10 +165,18 @@ class NodeLifecycleController(Controller):
     async def reconcile(self, key: str) -> None:
         node = self.nodes.get(key)
         if node is None:
+            self.probes.pop(key, None)
             return
         now = self.clock()
         lease = self.leases.get(f"{LEASE_NAMESPACE}/{key}")
-        health = node_health(node, lease, now, self.grace_s, self.eviction_s)
+        heartbeat = last_heartbeat(node, lease)
+        probe = self.probes.get(key)
+        if probe is None:
+            probe = self.probes[key] = (heartbeat, now, now)
+        elif probe[0] != heartbeat:
+            probe = self.probes[key] = (heartbeat, now, probe[2])
+        health = node_health(node, lease, now, self.grace_s, self.eviction_s,
+                             seen_at=probe[1], watched_since=probe[2])
         pods = [p for p in self.pods.list()
                 if (p.get("spec") or {}).get("nodeName") == key and not terminating(p)]
         if health.expired:

@@ -160,3 +160,45 @@ async def test_expired_lease_marks_node_and_pods_then_evicts(env):
     await eventually(registry, lambda: get_or_none(registry, PODS, "ns", "on-dead"),
                      lambda p: p is None, "pod on the dead node evicted")
     assert await get_or_none(registry, PODS, "ns", "on-alive") is not None
+
+
+async def test_stale_heartbeat_at_start_gets_a_full_grace_period(env):
+    """A node whose Lease is already old when this controller first sees it (restored from a
+    backup, or a new leader after an outage) is not marked at once: as kube's probeTimestamp,
+    the grace period counts on the controller's clock from when it saw the heartbeat."""
+    registry, controller, clock = env
+    written = clock.now
+    start = clock.now = written + 3600  # every timestamp in the objects is an hour old
+    await add_node(registry, "restored", written)
+    await add_pod(registry, "on-restored", "restored")
+    await controller.wait_idle()
+    assert ready_status(await registry.get(NODES, None, "restored")) == "True"
+    assert ready_status(await registry.get(PODS, "ns", "on-restored")) == "True"
+
+    clock.now = start + 30  # the agent renews within the grace period: nothing happens
+    await renew(registry, "restored", clock.now)
+    controller.resync()
+    await controller.wait_idle()
+    assert ready_status(await registry.get(NODES, None, "restored")) == "True"
+
+    clock.now = start + 30 + 41  # and then goes silent: marked after the grace period
+    controller.resync()
+    await eventually(registry, lambda: registry.get(NODES, None, "restored"),
+                     lambda n: ready_status(n) == "Unknown", "restored node Unknown")
+
+
+HEALTH_SEEN_CASES = [
+    ("old heartbeat, just seen: not expired", T0 - 3600, T0, T0 + 10, (False, False, 30.05)),
+    ("old heartbeat, seen a grace period ago: expired", T0 - 3600, T0, T0 + 41,
+     (True, False, 300.05)),
+]
+
+
+@pytest.mark.parametrize("desc,heartbeat,seen,now,expected", HEALTH_SEEN_CASES,
+                         ids=[c[0] for c in HEALTH_SEEN_CASES])
+def test_node_health_counts_from_when_the_heartbeat_was_seen(desc, heartbeat, seen, now,
+                                                             expected):
+    h = node_health(node(heartbeat=heartbeat), lease(heartbeat), now, 40.0, 300.0,
+                    seen_at=seen, watched_since=seen)
+    assert (h.expired, h.evict, None if h.next_check_s is None else
+            round(h.next_check_s, 2)) == expected
