@@ -59,6 +59,7 @@ STEPS = (
          "memory and first sync of each daemon at 0 / 1,000 / 10,000 Services"),
     Step("store", "bench_store.py", ("--rounds", "2"),
          "store: SQLite vs etcd write throughput and watch latency"),
+    Step("lab", "bench_lab.py", (), "netns-lab: programming latency, 5 workers, etcd/SQLite", 300),
 )
 
 

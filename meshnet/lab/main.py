@@ -10,6 +10,8 @@
     start     MEMBER [PROCESS ...]
     cut       MEMBER                              (its underlay link down)
     reconnect MEMBER
+    restore   FILE [--credentials DIR] [--apiserver-arg=--flag=value ...]
+    demo      [--workers 3] [--replicas N] [--host myapp.com] [--requests N]
 """
 
 from __future__ import annotations
@@ -17,13 +19,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from meshnet.cli.errors import CLIError
 from meshnet.cluster.hostnet import HostNetError
 from meshnet.cluster.plan import PlanError
 
-from . import run
-from .plan import DEFAULT_DATA_ROOT, DEFAULT_NAME, DEFAULT_UNDERLAY, LabPlan, make_plan
+from . import demo, restore, run
+from .plan import (DEFAULT_DATA_ROOT, DEFAULT_NAME, DEFAULT_UNDERLAY, LabPlan, make_plan,
+                   split_flags)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -35,31 +39,37 @@ def _common(p: argparse.ArgumentParser) -> None:
                         f"{DEFAULT_DATA_ROOT}/NAME)")
 
 
+def _shape(p: argparse.ArgumentParser, workers: int) -> None:
+    """The lab's shape: `up`'s flags, and `demo`'s for when it has to bring a lab up."""
+    p.add_argument("--control-planes", type=int, default=1,
+                   help="control-plane namespaces, each with an API server (1-3, default 1)")
+    p.add_argument("--workers", type=int, default=workers,
+                   help=f"worker nodes (default {workers})")
+    p.add_argument("--etcd", type=int, default=1, help="etcd members: 1 or 3 (default 1)")
+    p.add_argument("--store", default="etcd", choices=("etcd", "sqlite"),
+                   help="etcd (default) or sqlite (one API server, no etcd)")
+    p.add_argument("--underlay", default=DEFAULT_UNDERLAY,
+                   help=f"the members' network, a private /24 or larger (default "
+                        f"{DEFAULT_UNDERLAY})")
+    p.add_argument("--lb-pool", default="",
+                   help="LoadBalancer addresses (default .200-.239 of the underlay)")
+    p.add_argument("--dns-upstream", default="",
+                   help="ADDR:PORT, inside the lab, for names outside the cluster (default: "
+                        "none: they fail)")
+    p.add_argument("--apiserver-arg", action="append", default=[], metavar="--FLAG=VALUE",
+                   help="extra meshnet-apiserver flag (repeatable), e.g. "
+                        "--apiserver-arg=--pod-eviction-timeout=5s")
+    p.add_argument("--timeout", type=float, default=run.READY_TIMEOUT_S,
+                   help="seconds to wait for each step (default 90)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="netns-lab", description="A multi-node meshnet cluster "
                                 "on this host, built from network namespaces. Needs root.")
     sub = p.add_subparsers(dest="verb", required=True)
     up = sub.add_parser("up", help="build and start the lab (or check it is up)")
     _common(up)
-    up.add_argument("--control-planes", type=int, default=1,
-                    help="control-plane namespaces, each with an API server (1-3, default 1)")
-    up.add_argument("--workers", type=int, default=2, help="worker nodes (default 2)")
-    up.add_argument("--etcd", type=int, default=1, help="etcd members: 1 or 3 (default 1)")
-    up.add_argument("--store", default="etcd", choices=("etcd", "sqlite"),
-                    help="etcd (default) or sqlite (one API server, no etcd)")
-    up.add_argument("--underlay", default=DEFAULT_UNDERLAY,
-                    help=f"the members' network, a private /24 or larger (default "
-                         f"{DEFAULT_UNDERLAY})")
-    up.add_argument("--lb-pool", default="",
-                    help="LoadBalancer addresses (default .200-.239 of the underlay)")
-    up.add_argument("--dns-upstream", default="",
-                    help="ADDR:PORT, inside the lab, for names outside the cluster (default: "
-                         "none: they fail)")
-    up.add_argument("--apiserver-arg", action="append", default=[], metavar="--FLAG=VALUE",
-                    help="extra meshnet-apiserver flag (repeatable), e.g. "
-                         "--apiserver-arg=--pod-eviction-timeout=5s")
-    up.add_argument("--timeout", type=float, default=run.READY_TIMEOUT_S,
-                    help="seconds to wait for each step (default 90)")
+    _shape(up, workers=2)
     for verb, text in (("down", "stop everything and remove the lab (also after a crash)"),
                        ("status", "what runs, what is cut off, node readiness")):
         _common(sub.add_parser(verb, help=text))
@@ -81,27 +91,47 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(verb, help=text)
         _common(sp)
         sp.add_argument("member")
+    rs = sub.add_parser("restore", help="replace the control plane by a new one restored from "
+                                        "a `meshctl backup` file (docs/lab.md)")
+    _common(rs)
+    rs.add_argument("file", metavar="FILE", help="a snapshot written by meshctl backup")
+    rs.add_argument("--credentials", default=None, metavar="DIR",
+                    help="where ca.crt, ca.key and tokens.csv were kept with the backup "
+                         "(default: the first API server's data dir, if it survived)")
+    rs.add_argument("--apiserver-arg", action="append", default=[], metavar="--FLAG=VALUE",
+                    help="change a flag of the restored API servers (repeatable)")
+    rs.add_argument("--timeout", type=float, default=run.READY_TIMEOUT_S,
+                    help="seconds to wait for each step (default 90)")
+    dm = sub.add_parser("demo", help="the cheat sheet's story across the nodes, ending with "
+                                     "curl against the ingress from the outside namespace")
+    _common(dm)
+    _shape(dm, workers=3)
+    dm.add_argument("--app", default="myapp", help="Deployment, Service and Ingress name")
+    dm.add_argument("--host", default="myapp.com", help="the Ingress host (default myapp.com)")
+    dm.add_argument("--replicas", type=int, default=0, help="default: one per worker")
+    dm.add_argument("--requests", type=int, default=0, help="default: three per worker")
     return p
 
 
 def _plan(args) -> LabPlan:
-    if args.verb == "up":
-        extra = []
-        for item in args.apiserver_arg:
-            flag, sep, value = item.partition("=")
-            extra += [flag, value] if sep else [flag]
+    if args.verb in ("up", "demo"):
         return make_plan(name=args.name, data_dir=args.data_dir,
                          control_planes=args.control_planes, workers=args.workers,
                          etcd=args.etcd, store=args.store, underlay=args.underlay,
                          lb_pool=args.lb_pool, dns_upstream=args.dns_upstream,
-                         apiserver_args=tuple(extra))
+                         apiserver_args=split_flags(args.apiserver_arg))
     return make_plan(name=args.name, data_dir=args.data_dir, control_planes=1, workers=1,
                      etcd=1, store="etcd", underlay=DEFAULT_UNDERLAY)
+
+
+_line_open = [False]  # the last output ended in the middle of a line ("  step ...")
 
 
 def _out(text: str) -> None:
     sys.stdout.write(text)
     sys.stdout.flush()
+    if text:
+        _line_open[0] = not text.endswith("\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,6 +151,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.verb == "up":
             run.up(plan, _out, args.timeout)
             return 0
+        if args.verb == "demo":
+            return demo.demo(plan, _out, name=args.app, host=args.host,
+                             replicas=args.replicas, requests=args.requests,
+                             timeout=args.timeout)
+        if args.verb == "restore":
+            return restore.restore(plan, Path(args.file),
+                                   Path(args.credentials) if args.credentials else None,
+                                   split_flags(args.apiserver_arg), _out, args.timeout)
         if args.verb == "down":
             return run.down(plan, _out)
         if args.verb == "status":
@@ -131,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
             return run.start(plan, args.member, args.process, _out)
         return run.cut(plan, args.member, args.verb == "reconnect", _out)
     except (CLIError, PlanError, HostNetError) as exc:
+        if _line_open[0]:
+            _out(" failed\n")
         print(f"netns-lab {args.verb}: {exc}", file=sys.stderr)
         return 1
 

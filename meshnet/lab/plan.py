@@ -299,6 +299,37 @@ class LabPlan:
                 "lb_pool": self.lb_pool_range()}
 
 
+def split_flags(items: list[str]) -> tuple[str, ...]:
+    """`--apiserver-arg=--flag=value` items as argv: ("--flag", "value"); a bare "--flag"
+    stays one word."""
+    out: list[str] = []
+    for item in items:
+        flag, sep, value = item.partition("=")
+        out += [flag, value] if sep else [flag]
+    return tuple(out)
+
+
+def merge_flags(base: tuple[str, ...], extra: tuple[str, ...]) -> tuple[str, ...]:
+    """`base` with every `--flag value` of `extra` replacing the same flag's value in it (or
+    added); a flag without a value (the next word is another flag) is added if missing."""
+    out = list(base)
+    i = 0
+    while i < len(extra):
+        flag = extra[i]
+        has_value = i + 1 < len(extra) and not extra[i + 1].startswith("--")
+        value = extra[i + 1] if has_value else None
+        i += 2 if has_value else 1
+        if flag not in out:
+            out += [flag] + ([value] if value is not None else [])
+        elif value is not None:
+            at = out.index(flag)
+            if at + 1 < len(out) and not out[at + 1].startswith("--"):
+                out[at + 1] = value
+            else:
+                out.insert(at + 1, value)
+    return tuple(out)
+
+
 def make_plan(*, name: str, data_dir: Path | None, control_planes: int, workers: int,
               etcd: int, store: str, underlay: str, lb_pool: str = "",
               dns_upstream: str = "", apiserver_args: tuple[str, ...] = ()) -> LabPlan:

@@ -1,4 +1,5 @@
-"""netns-lab's verbs: up, down, status, exec, stop, start, cut, reconnect.
+"""netns-lab's verbs: up, down, status, exec, stop, start, cut, reconnect (restore and demo:
+restore.py, demo.py).
 
 Theory of operation
 -------------------
@@ -173,13 +174,41 @@ def _bring_up(plan: LabPlan, state: sup.State, out, timeout: float) -> None:
     workers = [(m, s) for m, s in specs if m.role == "worker"]
     if etcd:
         done = _step(out, f"etcd: {', '.join(s.name for _, s in etcd)}")
-        recs = _start(plan, state, etcd)
-        for _, s in etcd:
-            _wait(lambda s=s: _etcd_healthy(s.ready_url), f"etcd {s.name}", recs[s.name], timeout)
+        start_etcd(plan, state, etcd, timeout)
         done()
 
-    first, rest = apis[0], apis[1:]
     done = _step(out, f"API servers: {', '.join(plan.api_urls())}")
+    rec = start_apiservers(plan, state, apis, timeout)
+    client = lab_client(plan, timeout=10)
+    _wait(lambda: _kube_dns(plan, client) and _node_local_dns(client), "the kube-dns Service",
+          rec, timeout)
+    done()
+
+    done = _step(out, f"workers: {', '.join(m.name for m in plan.role('worker'))} "
+                      f"({', '.join(WORKER_PROCESSES)})")
+    recs = _start(plan, state, workers)
+    for _, spec in workers:
+        _wait(lambda s=spec: _ready_ok(s.ready_url), f"{spec.name} ({spec.ready_url})",
+              recs[spec.name], timeout)
+    for w in plan.role("worker"):
+        _wait(lambda w=w: _node_ready(client, w.name), f"node {w.name} Ready",
+              recs[f"{w.name}-agent"], timeout)
+    client.close()
+    done()
+
+
+def start_etcd(plan: LabPlan, state: sup.State, etcd, timeout: float) -> None:
+    """Start the etcd members (all at once: a new cluster needs its quorum) until healthy."""
+    recs = _start(plan, state, etcd)
+    for _, s in etcd:
+        _wait(lambda s=s: _etcd_healthy(s.ready_url), f"etcd {s.name}", recs[s.name], timeout)
+
+
+def start_apiservers(plan: LabPlan, state: sup.State, apis, timeout: float) -> dict:
+    """The first API server alone (it writes the CA and admin token unless its data dir has
+    them, and leads at first), then the others with a copy of its credentials; then the lab
+    kubeconfig, naming them all. Returns the first one's record."""
+    first, rest = apis[0], apis[1:]
     rec = _start(plan, state, [first])[first[1].name]
     _wait(lambda: _api_ready(plan, first[0], rec), f"API server {first[1].name}", rec, timeout)
     source = plan.member_dir(first[0]) / "apiserver"
@@ -197,22 +226,7 @@ def _bring_up(plan: LabPlan, state: sup.State, out, timeout: float) -> None:
     fd = os.open(plan.kubeconfig, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         yaml.safe_dump(plan.lab_kubeconfig(admin), f)
-    client = lab_client(plan, timeout=10)
-    _wait(lambda: _kube_dns(plan, client) and _node_local_dns(client), "the kube-dns Service",
-          rec, timeout)
-    done()
-
-    done = _step(out, f"workers: {', '.join(m.name for m in plan.role('worker'))} "
-                      f"({', '.join(WORKER_PROCESSES)})")
-    recs = _start(plan, state, workers)
-    for _, spec in workers:
-        _wait(lambda s=spec: _ready_ok(s.ready_url), f"{spec.name} ({spec.ready_url})",
-              recs[spec.name], timeout)
-    for w in plan.role("worker"):
-        _wait(lambda w=w: _node_ready(client, w.name), f"node {w.name} Ready",
-              recs[f"{w.name}-agent"], timeout)
-    client.close()
-    done()
+    return rec
 
 
 def _node_local_dns(client: RestClient) -> bool:

@@ -8,7 +8,7 @@ import pytest
 
 from meshnet.client.failover import SERVERS_EXTENSION
 from meshnet.cluster.plan import PlanError
-from meshnet.lab.plan import make_plan
+from meshnet.lab.plan import make_plan, merge_flags, split_flags
 
 BASE = dict(name="lab", data_dir=Path("/tmp/lab"), control_planes=1, workers=2, etcd=1,
             store="etcd", underlay="172.29.0.0/24")
@@ -113,3 +113,47 @@ def test_kube_dns_endpoints_list_every_worker_with_its_node():
     assert subset["addresses"] == [{"ip": f"172.29.0.2{i}", "nodeName": f"w{i}"}
                                    for i in (1, 2, 3)]
     assert {p["name"] for p in subset["ports"]} == {"dns", "dns-tcp", "metrics"}
+
+
+# (description, --apiserver-arg items, argv)
+SPLIT = [
+    ("flag=value", ["--pod-eviction-timeout=5s"], ("--pod-eviction-timeout", "5s")),
+    ("a value holding '='", ["--label=a=b"], ("--label", "a=b")),
+    ("a bare flag", ["--verbose"], ("--verbose",)),
+    ("several", ["--a=1", "--b"], ("--a", "1", "--b")),
+]
+
+
+@pytest.mark.parametrize("desc,items,argv", SPLIT, ids=[s[0] for s in SPLIT])
+def test_split_flags(desc, items, argv):
+    assert split_flags(items) == argv
+
+
+# (description, base, extra, merged)
+MERGE = [
+    ("a new flag is added", ("--a", "1"), ("--b", "2"), ("--a", "1", "--b", "2")),
+    ("a flag's value is replaced in place", ("--a", "1", "--b", "2"), ("--a", "9"),
+     ("--a", "9", "--b", "2")),
+    ("a bare flag already there stays once", ("--v", "--a", "1"), ("--v",),
+     ("--v", "--a", "1")),
+    ("a value given to a bare flag is inserted", ("--v", "--a", "1"), ("--v", "x"),
+     ("--v", "x", "--a", "1")),
+    ("several at once", ("--grace", "15s", "--evict", "2s"), ("--grace", "40s", "--new"),
+     ("--grace", "40s", "--evict", "2s", "--new")),
+]
+
+
+@pytest.mark.parametrize("desc,base,extra,merged", MERGE, ids=[m[0] for m in MERGE])
+def test_merge_flags(desc, base, extra, merged):
+    assert merge_flags(base, extra) == merged
+
+
+def test_restored_api_servers_take_the_changed_flags():
+    plan = make_plan(**{**BASE, "apiserver_args": ("--node-monitor-grace-period", "15s")})
+    argv = [s.argv for _, s in plan.processes() if s.name == "cp1-apiserver"][0]
+    assert argv[argv.index("--node-monitor-grace-period") + 1] == "15s"
+    changed = make_plan(**{**BASE, "apiserver_args": merge_flags(
+        plan.apiserver_args, ("--node-monitor-grace-period", "40s"))})
+    argv = [s.argv for _, s in changed.processes() if s.name == "cp1-apiserver"][0]
+    assert argv.count("--node-monitor-grace-period") == 1
+    assert argv[argv.index("--node-monitor-grace-period") + 1] == "40s"
