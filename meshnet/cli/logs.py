@@ -1,12 +1,13 @@
 """`meshctl logs` and `meshctl exec`: through the API server to the node agent.
 
     meshctl logs POD [-c CONTAINER] [-f] [--previous] [--tail N]
-    meshctl exec POD [-c CONTAINER] -- COMMAND [ARGS...]
+    meshctl exec POD [-c CONTAINER] [-i] [-t] -- COMMAND [ARGS...]
 
 `logs` reads `pods/<name>/log` (streamed with -f until the container stops or Ctrl-C).
-`exec` posts to `pods/<name>/exec` and gets `{stdout, stderr, exitCode}` back: it is
-non-interactive (no stdin, no TTY; `-i`/`-t` are refused with a clear message) and exits with
-the command's status, printing kubectl's "command terminated with exit code N".
+`exec` without -i/-t posts to `pods/<name>/exec` and gets `{stdout, stderr, exitCode}` back;
+with -i (stdin) and/or -t (a terminal) it streams over the remotecommand WebSocket as kubectl
+does (attach.py). Either way it exits with the command's status, printing kubectl's
+"command terminated with exit code N".
 A pod with several containers and no -c uses the first, saying so on stderr, as kubectl does.
 """
 
@@ -15,6 +16,8 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
+import sys
 
 from meshnet.api.resources import lookup
 from meshnet.client.errors import ApiError
@@ -61,9 +64,8 @@ def configure_exec(p: argparse.ArgumentParser) -> None:
     p.add_argument("command", nargs="*", help="COMMAND [args...] after --")
     p.add_argument("-c", "--container", default="",
                    help="Container name. If omitted, the first container in the pod is chosen")
-    p.add_argument("-i", "--stdin", action="store_true", help="Pass stdin to the container "
-                   "(not supported yet)")
-    p.add_argument("-t", "--tty", action="store_true", help="Stdin is a TTY (not supported yet)")
+    p.add_argument("-i", "--stdin", action="store_true", help="Pass stdin to the container")
+    p.add_argument("-t", "--tty", action="store_true", help="Stdin is a TTY")
 
 
 def _pod_name(text: str) -> str:
@@ -121,9 +123,6 @@ def run_logs(args, s: Session) -> int:
 
 
 def run_exec(args, s: Session) -> int:
-    if args.tty or args.stdin:
-        raise CLIError("meshctl exec -i/-t is not supported yet: commands run without stdin "
-                       "or a terminal; drop -it (e.g. meshctl exec POD -- ls /)")
     command = [c for c in args.command]
     if command and command[0] == "--":
         command = command[1:]
@@ -133,6 +132,8 @@ def run_exec(args, s: Session) -> int:
     pod = _pod_name(args.pod)
     container = _container(s, pod, args.container)
     params = [("container", container)] + [("command", c) for c in command]
+    if args.stdin or args.tty:
+        return _exec_streamed(args, s, pod, params)
     resp = s.client.request("POST", resource_path(PODS, s.namespace, pod, "exec"),
                             params=params)
     result = json.loads(resp.body)
@@ -143,3 +144,18 @@ def run_exec(args, s: Session) -> int:
     if code:
         s.err(f"command terminated with exit code {code}")
     return code
+
+
+def _exec_streamed(args, s: Session, pod: str, params: list) -> int:
+    """-i/-t: the remotecommand WebSocket (attach.py), as kubectl exec does."""
+    from . import attach  # aiohttp: only for streamed exec
+
+    tty = args.tty
+    if tty and not (args.stdin and os.isatty(sys.stdin.fileno())):
+        s.err("Unable to use a TTY - input is not a terminal or the right kind of file")
+        tty = False
+    params = params + [("stdin", "true" if args.stdin else "false"), ("stdout", "true"),
+                       ("stderr", "false" if tty else "true"), ("tty", "true" if tty else "false")]
+    s.flush()
+    return attach.run(s.client, resource_path(PODS, s.namespace, pod, "exec"), params,
+                      stdin=args.stdin, tty=tty, err=s.err)

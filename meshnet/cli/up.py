@@ -9,11 +9,12 @@ the agent starts their pods again. Start order (see `meshnet.cluster.plan`):
 
     check the host -> node namespace + veth -> unreachable routes -> API server (loopback)
     -> relay (API server for the node, ingress on loopback, DNS upstream) -> node kubeconfig
-    -> kube-dns Endpoints -> agent, proxy, dns, ingress in the node -> node Ready
+    -> kube-dns Endpoints -> [dockerd in the node] -> agent, proxy, dns, ingress in the node
+    -> node Ready
 
 A failure at any step tears down what was made and prints the failing process's log tail.
 `down` stops the processes in reverse (the agent first stops its pods), kills whatever pod
-process a crashed agent left, and removes the namespace, the veth, the routes and the
+process a crashed agent (or dockerd) left, and removes the namespace, the veth, the routes and the
 /etc/netns entries it made. It needs root, as the agent does.
 """
 
@@ -31,13 +32,13 @@ import yaml
 from meshnet.api.resources import lookup
 from meshnet.client.kubeconfig import Kubeconfig, meshnet_data_dir
 from meshnet.client.rest import RestClient
-from meshnet.cluster import hostnet, plan as planmod, supervisor as sup
+from meshnet.cluster import dockerd, hostnet, plan as planmod, supervisor as sup
 from meshnet.cluster.plan import ClusterPlan, PlanError
 
 from .errors import CLIError
 
 READY_TIMEOUT_S = 60.0
-STOP_ORDER = ("ingress", "dns", "proxy", "agent", "relay", "apiserver")
+STOP_ORDER = ("ingress", "dns", "proxy", "agent", "dockerd", "relay", "apiserver")
 DESCRIPTION = ("Start a single-node meshnet cluster on this host: the API server on loopback, "
                "a node in its own network namespace (agent, proxy, DNS, ingress) joined to the "
                "host by one veth, and the ingress published on loopback. Needs root.")
@@ -45,6 +46,9 @@ EXAMPLES = """Examples:
   # Start (or check) the cluster; then use it
   meshctl up
   export KUBECONFIG=/var/lib/meshnet/admin.kubeconfig
+
+  # Pods as docker containers (a dockerd of the cluster's own, in the node namespace)
+  meshctl up --runtime docker
 
   # Non-default ports and a second cluster next to the first
   meshctl up --name lab2 --data-dir /tmp/lab2 --api-port 7443 --ingress-http-port 8080 \\
@@ -79,6 +83,10 @@ def configure_up(p) -> None:
     p.add_argument("--dns-upstream", default=None,
                    help="ADDR[:PORT] the cluster DNS forwards other names to, reached from the "
                         "host (default: the first nameserver of /etc/resolv.conf)")
+    p.add_argument("--runtime", choices=planmod.RUNTIMES, default="netns",
+                   help="netns (default): containers are processes in the pod's namespaces; "
+                        "docker: real containers, through a dockerd the node runs on a socket "
+                        "of its own with networking off (needs dockerd and busybox-static)")
     p.add_argument("--timeout", type=float, default=READY_TIMEOUT_S,
                    help="seconds to wait for each step (default 60)")
 
@@ -99,7 +107,7 @@ def _plan(args) -> ClusterPlan:
             name=args.name, data_dir=Path(args.data_dir or default_data_dir()).absolute(),
             api_port=args.api_port, http_port=args.ingress_http_port,
             https_port=args.ingress_https_port, link_cidr=args.link_cidr,
-            dns_upstream=upstream)
+            dns_upstream=upstream, runtime=args.runtime)
     except PlanError as exc:
         raise CLIError(str(exc)) from None
 
@@ -131,6 +139,9 @@ class _Progress:
 def run_up(args, session) -> int:
     _need_root("up")
     plan = _plan(args)
+    if plan.runtime == "docker" and shutil.which("dockerd") is None:
+        raise CLIError("--runtime docker needs dockerd (apt-get install docker.io; keep the "
+                       "system service off: `up` starts a dockerd of its own)")
     state = sup.State.load(plan)
     if state is not None:
         procs = state.processes
@@ -192,11 +203,16 @@ def _bring_up(plan: ClusterPlan, state: sup.State, progress: _Progress, timeout:
     _wait(lambda: _kube_dns(plan, client), "the kube-dns Service", api, timeout)
     progress.done()
 
-    node_specs = [specs[n] for n in ("agent", "proxy", "dns", "ingress")]
+    node_specs = [specs[n] for n in ("dockerd", "agent", "proxy", "dns", "ingress") if n in specs]
     progress.step(f"node {plan.node_name}: " + ", ".join(s.name for s in node_specs))
-    recs = {s.name: sup.start(plan, s, state) for s in node_specs}
+    recs = {}
+    if "dockerd" in specs:  # the agent checks at start that dockerd answers
+        recs["dockerd"] = sup.start(plan, specs["dockerd"], state)
+        _wait(lambda: _ready_ok(specs["dockerd"].ready_url), f"dockerd ({plan.docker_socket})",
+              recs["dockerd"], timeout)
+    recs.update({s.name: sup.start(plan, s, state) for s in node_specs if s.name not in recs})
     for s in node_specs:
-        _wait(lambda s=s: _http_ok(s.ready_url), f"meshnet-{s.name} ({s.ready_url})",
+        _wait(lambda s=s: _ready_ok(s.ready_url), f"meshnet-{s.name} ({s.ready_url})",
               recs[s.name], timeout)
     _wait(lambda: _node_ready(client, plan.node_name), f"node {plan.node_name} Ready",
           recs["agent"], timeout)
@@ -260,7 +276,9 @@ def _kube_dns(plan: ClusterPlan, client: RestClient) -> bool:
     return True
 
 
-def _http_ok(url: str) -> bool:
+def _ready_ok(url: str) -> bool:
+    if url.startswith("unix:"):
+        return dockerd.ping(url[len("unix:"):])
     with urllib.request.urlopen(url, timeout=2) as resp:
         return resp.status == 200
 
@@ -280,7 +298,7 @@ def _summary(session, state: sup.State) -> None:
     session.out("Processes:\n" + "\n".join(lines) + "\n")
     session.out(
         f"Node {d['node_name']}: namespace {d['netns']}, InternalIP {d['node_ip']} "
-        f"(host end {d['host_ip']} on {d['host_veth']})\n"
+        f"(host end {d['host_ip']} on {d['host_veth']}), runtime {d.get('runtime', 'netns')}\n"
         f"API server:  {d['api_url']}\n"
         f"Ingress:     http://127.0.0.1:{d['http_port']}  https://127.0.0.1:{d['https_port']}\n"
         f"Use it:      export KUBECONFIG={d['admin_kubeconfig']}; meshctl get nodes\n"
@@ -325,6 +343,8 @@ def _teardown(session, state: sup.State, *, crashed: bool) -> list[str]:
         session.out(f"  {name:<10} pid {rec['pid']:<8} {result}\n")
     if not agent_was_alive or crashed:
         problems += _pod_leftovers(Path(state.data.get("agent_state", "")))
+    if state.data.get("docker_dir"):  # containerd, shims, containers, mounts a killed one left
+        problems += dockerd.leftovers(Path(state.data["docker_dir"]))
     problems += hostnet.remove(state.data.get("netns", ""), state.data.get("host_veth", ""),
                                state.data.get("routes", []))
     session.out(f"  removed namespace {state.data.get('netns') or '-'}, veth "

@@ -13,6 +13,10 @@ namespace (`relay.py`), so no route to a cluster range is needed on the host:
     host 127.0.0.1:HTTP(S)  -> NODE_IP:80 / :443        the ingress, published on loopback
     host HOST_IP:1053       -> --dns-upstream           meshnet-dns forwards other names here
 
+With `--runtime docker` the node also runs a dockerd of its own (socket, data root and exec
+root under `<data-dir>/up/docker`, every networking feature off: it never creates an interface
+or a rule, and the agent wires each container into the pod network itself, as a CNI plugin).
+
 The cluster ranges (service and pod CIDRs) get `unreachable` routes on the host, so a packet
 for them never leaves by the default route. The link range is NOT link-local (169.254/16):
 Endpoints refuse link-local addresses, as Kubernetes does, and the node's address is one.
@@ -46,6 +50,13 @@ DNS_RELAY_PORT = 1053
 NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?")
 
 
+RUNTIMES = ("netns", "docker")
+# dockerd that never touches a network: no bridge, no iptables/ip6tables rules, no sysctls, no
+# userland proxy (containers only ever get `none` or `container:` networking from the agent).
+DOCKERD_NO_NETWORK = ("--bridge=none", "--iptables=false", "--ip6tables=false",
+                      "--ip-forward=false", "--ip-masq=false", "--userland-proxy=false")
+
+
 class PlanError(ValueError):
     """A flag of `meshctl up` that cannot work; the message says which and what to do."""
 
@@ -55,7 +66,11 @@ class ProcessSpec:
     name: str                 # "apiserver", "relay", "agent", ...
     argv: tuple[str, ...]
     in_node: bool             # run inside the node namespace (ip netns exec)
-    ready_url: str = ""       # http URL polled from the host until it answers 200
+    ready_url: str = ""       # http URL polled from the host until it answers 200, or
+                              # unix:PATH of a docker API socket answering /_ping
+    net_only: bool = False    # enter only the node's network namespace (nsenter --net), not a
+                              # fresh mount namespace with the node's /sys: dockerd needs the
+                              # host's cgroup hierarchy, which `ip netns exec` hides
 
 
 @dataclass(frozen=True)
@@ -67,6 +82,7 @@ class ClusterPlan:
     https_port: int
     link_cidr: str
     dns_upstream: tuple[tuple[str, int], ...]
+    runtime: str = "netns"
     python: str = field(default=sys.executable)
 
     # ----------------------------------------------------------------- names and addresses
@@ -116,6 +132,15 @@ class ClusterPlan:
         return self.up_dir / "agent"
 
     @property
+    def docker_dir(self) -> Path:
+        """dockerd's socket, data root and exec root (--runtime docker)."""
+        return self.up_dir / "docker"
+
+    @property
+    def docker_socket(self) -> Path:
+        return self.docker_dir / "docker.sock"
+
+    @property
     def api_url(self) -> str:
         return f"https://127.0.0.1:{self.api_port}"
 
@@ -132,7 +157,8 @@ class ClusterPlan:
         """In start order; `down` stops them in reverse."""
         bin_dir = Path(self.python).parent
         kc = str(self.node_kubeconfig)
-        relay = [self.python, "-m", "meshnet.cluster.relay",
+        # Standard library only: by path, isolated, no `site` (a ~10 MiB process).
+        relay = [self.python, "-I", "-S", str(Path(__file__).with_name("relay.py")),
                  "--tcp", f"{self.host_ip}:{self.api_port}=127.0.0.1:{self.api_port}",
                  "--tcp", f"127.0.0.1:{self.http_port}={self.node_ip}:{NODE_HTTP_PORT}",
                  "--tcp", f"127.0.0.1:{self.https_port}={self.node_ip}:{NODE_HTTPS_PORT}"]
@@ -141,6 +167,16 @@ class ClusterPlan:
             relay += ["--udp", f"{self.host_ip}:{DNS_RELAY_PORT}={target}",
                       "--tcp", f"{self.host_ip}:{DNS_RELAY_PORT}={target}"]
         node = self.node_ip
+        runtime: tuple[str, ...] = ()
+        dockerd: tuple[ProcessSpec, ...] = ()
+        if self.runtime == "docker":
+            d = self.docker_dir
+            runtime = ("--runtime", "docker", "--docker-host", f"unix://{self.docker_socket}")
+            dockerd = (ProcessSpec("dockerd", (
+                "dockerd", "--host", f"unix://{self.docker_socket}",
+                "--data-root", str(d / "data"), "--exec-root", str(d / "exec"),
+                "--pidfile", str(d / "docker.pid"), *DOCKERD_NO_NETWORK), True,
+                f"unix:{self.docker_socket}", net_only=True),)
         return (
             ProcessSpec("apiserver", (
                 str(bin_dir / "meshnet-apiserver"), "--data-dir", str(self.data_dir),
@@ -148,12 +184,13 @@ class ClusterPlan:
                 "--advertise-address", self.host_ip,
                 "--service-cidr", SERVICE_CIDR, "--cluster-cidr", CLUSTER_CIDR), False),
             ProcessSpec("relay", tuple(relay), False),
+            *dockerd,
             ProcessSpec("agent", (
                 str(bin_dir / "meshnet-agent"), "--kubeconfig", kc,
                 "--node-name", self.node_name, "--node-ip", node,
                 "--cluster-dns", CLUSTER_DNS_IP, "--state-dir", str(self.agent_state),
                 "--agent-listen", f"{node}:{AGENT_PORT}",
-                "--status-address", f"{node}:{AGENT_STATUS_PORT}"), True,
+                "--status-address", f"{node}:{AGENT_STATUS_PORT}", *runtime), True,
                 f"http://{node}:{AGENT_STATUS_PORT}/ready"),
             ProcessSpec("proxy", (
                 str(bin_dir / "meshnet-proxy"), "--kubeconfig", kc,
@@ -195,8 +232,10 @@ def _hosts(cidr: str) -> list:
 
 
 def make_plan(*, name: str, data_dir: Path, api_port: int, http_port: int, https_port: int,
-              link_cidr: str, dns_upstream: str) -> ClusterPlan:
+              link_cidr: str, dns_upstream: str, runtime: str = "netns") -> ClusterPlan:
     """Validate the flags of `meshctl up` and build the plan (no I/O)."""
+    if runtime not in RUNTIMES:
+        raise PlanError(f'--runtime "{runtime}": use one of {", ".join(RUNTIMES)}')
     if not NAME_RE.fullmatch(name):
         raise PlanError(f'--name "{name}": use 1-12 lower-case letters, digits and "-" '
                         f"(it names the namespace {name}-node-1 and the interface {name}-h)")
@@ -220,7 +259,7 @@ def make_plan(*, name: str, data_dir: Path, api_port: int, http_port: int, https
         if net.overlaps(ipaddress.ip_network(cluster)):
             raise PlanError(f"--link-cidr {link_cidr} overlaps the cluster range {cluster}")
     return ClusterPlan(name, data_dir, api_port, http_port, https_port, str(net),
-                       parse_upstreams(dns_upstream))
+                       parse_upstreams(dns_upstream), runtime)
 
 
 def parse_upstreams(text: str) -> tuple[tuple[str, int], ...]:

@@ -60,11 +60,13 @@ class State:
             "name": plan.name, "netns": "", "host_veth": "", "routes": [], "processes": {},
             "flags": {"name": plan.name, "api_port": plan.api_port,
                       "http_port": plan.http_port, "https_port": plan.https_port,
-                      "link_cidr": plan.link_cidr},
+                      "link_cidr": plan.link_cidr, "runtime": plan.runtime},
             "node_name": plan.node_name, "host_ip": plan.host_ip, "node_ip": plan.node_ip,
             "agent_state": str(plan.agent_state), "api_url": plan.api_url,
             "admin_kubeconfig": str(plan.admin_kubeconfig),
-            "http_port": plan.http_port, "https_port": plan.https_port})
+            "http_port": plan.http_port, "https_port": plan.https_port,
+            "runtime": plan.runtime,
+            "docker_dir": str(plan.docker_dir) if plan.runtime == "docker" else ""})
 
     @property
     def processes(self) -> dict:
@@ -91,7 +93,9 @@ def start(plan: ClusterPlan, spec: ProcessSpec, state: State) -> dict:
     logs.mkdir(parents=True, exist_ok=True)
     log_path = logs / f"{spec.name}.log"
     argv = list(spec.argv)
-    if spec.in_node:
+    if spec.net_only:  # nsenter execs the program too
+        argv = ["nsenter", f"--net=/run/netns/{plan.netns}", *argv]
+    elif spec.in_node:
         argv = ["ip", "netns", "exec", plan.netns, *argv]  # ip execs the program: same PID
     with open(log_path, "ab") as log:
         log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(argv)}\n".encode())

@@ -14,6 +14,9 @@ present → a `PodWorker` (a new UID replaces the old worker); absent → termin
 ConfigMap/Secret changes poke the workers that refer to them. Node changes recompile the
 host-gw routes (`compile_routes` → `diff_routes` → `apply_routes`).
 
+API writes: at most STATUS_WRITES status PATCHes in flight; Events go out one at a time from
+a queue, behind them (best effort, as kubelet's).
+
 Stop: without --keep-pods every pod is terminated (SIGTERM, its grace period capped at
 STOP_GRACE_S, SIGKILL), its network and address released, then the routes and the bridge go.
 """
@@ -25,6 +28,7 @@ import logging
 import shutil
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 from meshnet.api.resources import lookup
@@ -48,6 +52,11 @@ log = logging.getLogger("meshnet.agent")
 PODS, CONFIGMAPS, SECRETS, NODES, EVENTS = (lookup(k) for k in
                                             ("pods", "configmaps", "secrets", "nodes", "events"))
 STOP_GRACE_S = 10.0
+VETH_GONE_S = 5.0
+# At most this many status PATCHes in flight: each needs a connection of its own (a new one
+# costs a TLS handshake on both ends), and a burst of pods would otherwise open dozens.
+# kubelet limits its API writes too (--kube-api-qps/--kube-api-burst).
+STATUS_WRITES = 4
 
 
 def _config_view(obj: dict) -> tuple[dict, dict]:
@@ -87,6 +96,9 @@ class Agent:
         self._routes_dirty = True
         self._wake = asyncio.Event()
         self._background: set[asyncio.Task] = set()
+        self._status_writes = asyncio.Semaphore(STATUS_WRITES)
+        # Events go out one at a time, behind status (they are best effort, as kubelet's).
+        self._events: asyncio.Queue[tuple[str, dict]] = asyncio.Queue()
         self._terminating: set[asyncio.Task] = set()
         self.metrics = Registry()
         self.m_pods = self.metrics.gauge("meshnet_agent_pods", "Pods this agent runs")
@@ -153,7 +165,9 @@ class Agent:
         return cms, bins, secrets
 
     async def patch_pod_status(self, namespace: str, name: str, status: dict) -> None:
-        await self.client.patch(PODS, namespace, name, {"status": status}, subresource="status")
+        async with self._status_writes:
+            await self.client.patch(PODS, namespace, name, {"status": status},
+                                    subresource="status")
 
     def record_event(self, pod: dict, kind: str, reason: str, message: str) -> None:
         meta = pod["metadata"]
@@ -168,13 +182,15 @@ class Agent:
                 "firstTimestamp": now, "lastTimestamp": now, "count": 1}
         log.log(logging.WARNING if kind == "Warning" else logging.INFO, "%s/%s %s: %s",
                 meta["namespace"], meta["name"], reason, message)
-        self._spawn(self._post_event(meta["namespace"], body))
+        self._events.put_nowait((meta["namespace"], body))
 
-    async def _post_event(self, namespace: str, body: dict) -> None:
-        try:
-            await self.client.create(EVENTS, namespace, body)
-        except ClientError as exc:
-            log.info("event not recorded: %s", exc)
+    async def _send_events(self) -> None:
+        while True:
+            namespace, body = await self._events.get()
+            try:
+                await self.client.create(EVENTS, namespace, body)
+            except ClientError as exc:
+                log.info("event not recorded: %s", exc)
 
     def _spawn(self, coro) -> None:
         task = asyncio.create_task(coro)
@@ -188,13 +204,14 @@ class Agent:
         (self.state_dir / "pods").mkdir(exist_ok=True)
         await self.registration.register()
         heartbeat = asyncio.create_task(self.registration.heartbeat(stop), name="heartbeat")
+        self._spawn(self._send_events())
         server = status = None
         try:
             cidr = await self.registration.wait_pod_cidr(stop)
             if not cidr:
                 return
             self.podnet = PodNetwork(cidr)
-            await asyncio.to_thread(self.podnet.ensure_bridge)
+            await self.podnet.run(self.podnet.ensure_bridge)
             self.ipam = Ipam.load(self.state_dir / "ipam.json", cidr)
             log.info("pod network %s on %s", cidr, self.node_name)
             informers = (self.pods, self.configmaps, self.secrets, self.nodes)
@@ -233,7 +250,8 @@ class Agent:
                 log.info("stopped %d processes an earlier agent left in %s", killed, pod_dir.name)
             # The earlier agent's /run/netns mounts died with its mount namespace, so a pod's
             # namespace cannot be re-entered by name: rebuild it (same IP, from the IPAM file).
-            await asyncio.to_thread(self.podnet.teardown_pod, pod_dir.name)
+            await self.podnet.run(partial(self.podnet.teardown_pod, pod_dir.name,
+                                          delete_veth=True))
             if pod_dir.name not in live:
                 shutil.rmtree(pod_dir, ignore_errors=True)
         for key in self.ipam.keys():
@@ -283,13 +301,23 @@ class Agent:
     async def _sync_routes(self) -> None:
         desired = compile_routes(list(self.nodes.cache.values()), self.node_name,
                                  str(self.podnet.network))
-        current = await asyncio.to_thread(self.podnet.current_routes)
+        current = await self.podnet.run(self.podnet.current_routes)
         delete, add = diff_routes(current, desired)
         if delete or add:
-            failures = await asyncio.to_thread(self.podnet.apply_routes, delete, add)
+            failures = await self.podnet.run(self.podnet.apply_routes, delete, add)
             for text in failures:
                 log.warning("host-gw: %s", text)
             log.info("host-gw routes: -%d +%d", len(delete), len(add))
+
+    async def _wait_veths_gone(self) -> None:
+        """The kernel removes a deleted pod's veth with its namespace, asynchronously: leave
+        nothing behind when we exit."""
+        deadline = time.monotonic() + VETH_GONE_S
+        while await self.podnet.run(self.podnet.pod_veths):
+            if time.monotonic() > deadline:
+                log.warning("pod veths still present after %gs", VETH_GONE_S)
+                return
+            await asyncio.sleep(0.05)
 
     async def _shutdown(self) -> None:
         workers = list(self.workers.values())
@@ -299,9 +327,13 @@ class Agent:
                                for w in workers), return_exceptions=True)
         for task in list(self._background):
             task.cancel()
-        if self.keep_pods or self.podnet is None:
+        await self.runtime.close()
+        if self.podnet is None:
             return
-        current = await asyncio.to_thread(self.podnet.current_routes)
-        await asyncio.to_thread(self.podnet.apply_routes, sorted(current), [])
-        await asyncio.to_thread(self.podnet.remove_bridge)
-        log.info("pod network removed")
+        if not self.keep_pods:
+            await self._wait_veths_gone()
+            current = await self.podnet.run(self.podnet.current_routes)
+            await self.podnet.run(self.podnet.apply_routes, sorted(current), [])
+            await self.podnet.run(self.podnet.remove_bridge)
+            log.info("pod network removed")
+        await asyncio.to_thread(self.podnet.close)

@@ -279,6 +279,7 @@ def _dns_name(text: str) -> str:
 
 class DockerRuntime:
     host_mount_targets = False  # containers have their own root: no mountPath on the host
+    owns_netns = False  # dockerd keeps a sandbox mount of each pod's namespace for a while
 
     def __init__(self, docker_host: str, node_name: str):
         import docker
@@ -304,6 +305,9 @@ class DockerRuntime:
             raise AgentError(f"--docker-host {self.docker_host}: dockerd does not answer "
                              f"({exc}); start dockerd or fix the socket path") from None
         return version.get("Version", "?")
+
+    async def close(self) -> None:
+        """Nothing to stop: dockerd keeps running."""
 
     def _labels(self, uid: str, **extra: str) -> dict[str, str]:
         return {NODE_LABEL: self.node_name, UID_LABEL: uid, **extra}
@@ -419,7 +423,7 @@ class DockerRuntime:
                     restart: int, argv: list[str], env: dict[str, str], working_dir: str,
                     mounts: list[tuple[str, str, bool]], hostname: str,
                     image: str = "") -> DockerContainer:
-        from meshnet.node.runtime import log_path
+        from meshnet.node.runtime import FailedProcess, log_path
 
         path = log_path(pod_dir, name, restart)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -434,7 +438,7 @@ class DockerRuntime:
             # the reason in the container's log (podworker's restart policy takes over).
             with open(path, "ab") as f:
                 f.write(f"meshnet: docker container create/start failed: {exc}\n".encode())
-            return DockerContainer(pod_key, name, _Failed(128), path)
+            return DockerContainer(pod_key, name, FailedProcess(128), path)
         return DockerContainer(pod_key, name, DockerProcess(self, cid, pid, path), path)
 
     def _start(self, cname: str, uid: str, pod_key: str, name: str, image: str, netns: str,
@@ -477,6 +481,16 @@ class DockerRuntime:
                 pass
         return await container.proc.wait()
 
+    def interactive_argv(self, container: DockerContainer, argv: list[str],
+                         env: dict[str, str] | None = None,
+                         tty: bool = False) -> tuple[list[str], dict[str, str]]:
+        """`docker exec -i [-t]` (the docker CLI): streamed exec through dockerd, which gives
+        the command the container's own environment."""
+        if container.proc.returncode is not None or not isinstance(container.proc, DockerProcess):
+            raise ProcessLookupError(f"container {container.name} is not running")
+        return (["docker", "-H", self.docker_host, "exec", "-i", *(["-t"] if tty else []),
+                 container.proc.id, *argv], {"PATH": DEFAULT_PATH})
+
     async def exec(self, container: DockerContainer, argv: list[str], timeout_s: float = 60.0,
                    env: dict[str, str] | None = None) -> tuple[int, bytes, bytes]:
         """`docker exec`: the command runs in the container, with its environment."""
@@ -493,13 +507,3 @@ class DockerRuntime:
         except asyncio.TimeoutError:
             # TODO(with kubectl exec streaming): kill the exec'd process (exec_inspect's Pid).
             return 124, b"", f"command timed out after {timeout_s:g}s\n".encode()
-
-
-class _Failed:
-    """The process of a container that never started: exited with `code`."""
-
-    def __init__(self, code: int):
-        self.id, self.pid, self.returncode = "", 0, code
-
-    async def wait(self) -> int:
-        return self.returncode

@@ -5,6 +5,7 @@ environment defaults and directories that must be private to the container (so t
 do not share /run/nginx.pid). Known images:
 
     meshnet/echo        HTTP echo (JSON), TCP and UDP echo: images/echo.py, the agent's python
+                        (the netns runtime's zygote runs it in a forked child, no exec)
     busybox, meshnet/host   the host's programs (default command `sh`); for `command:` pods
     nginx               the host's /usr/sbin/nginx when installed, `daemon off`
 
@@ -50,10 +51,15 @@ def normalize(ref: str) -> str:
     return name
 
 
+def echo_argv(python: str) -> list[str]:
+    """The echo image's entrypoint. Standard library only: no `site`, no environment."""
+    return [python, "-I", "-S", str(ECHO_SCRIPT)]
+
+
 def resolve_image(ref: str, *, python: str = sys.executable, nginx: str = NGINX) -> Image:
     name = normalize(ref)
     if name in ("meshnet/echo", "echo"):
-        return Image(ref, (python, "-u", str(ECHO_SCRIPT)), env=(("PYTHONDONTWRITEBYTECODE", "1"),),
+        return Image(ref, tuple(echo_argv(python)), env=(("PYTHONDONTWRITEBYTECODE", "1"),),
                      downward_env=True)
     if name in ("busybox", "meshnet/host"):
         return Image(ref, (), ("sh",))

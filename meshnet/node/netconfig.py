@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from pathlib import Path
 
 BRIDGE = "mn-br0"
 NETNS_PREFIX = "mnpod-"
 VETH_PREFIX = "mnv"
 DEFAULT_CLUSTER_DNS = "10.96.0.10"
 DEFAULT_CLUSTER_DOMAIN = "cluster.local"
+NETNS_RUN_DIR = Path("/run/netns")  # named network namespaces, as `ip netns` keeps them
+ETC_NETNS = Path("/etc/netns")      # per-namespace /etc files (resolv.conf), as `ip netns exec`
 
 
 def pod_netns_name(uid: str) -> str:

@@ -26,6 +26,7 @@ import asyncio
 import logging
 import shutil
 import time
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,6 +48,10 @@ log = logging.getLogger("meshnet.agent.pod")
 CONFIG_RETRY_S = 5.0
 NETWORK_RETRY_S = 1.0
 STATUS_COALESCE_S = 0.02
+# A pod still being created reports when its containers run, or after this long: one status
+# write per pod instead of three (created, got an IP, running) when many start at once.
+# Any problem (a waiting reason other than a plain ContainerCreating) is reported at once.
+FIRST_REPORT_S = 1.0
 ERR_IMAGE_PULL_SHOW_S = 1.0
 
 
@@ -83,6 +88,7 @@ class PodWorker:
         self._last_status: dict | None = None
         self._events_sent: set[tuple[str, str]] = set()
         self._net_future: asyncio.Future | None = None
+        self._report_at = time.monotonic() + FIRST_REPORT_S
 
     def __repr__(self) -> str:
         states = " ".join(repr(s) for s in self.states.values())
@@ -153,7 +159,7 @@ class PodWorker:
         # pod's netns name), then the veth and IP go into that namespace, as CNI does.
         await self.agent.runtime.create_sandbox(uid=self.uid, pod_key=self.key,
                                                 hostname=self._hostname())
-        return await asyncio.to_thread(net.setup_pod, self.uid, self.pod_ip, resolv)
+        return await net.run(net.setup_pod, self.uid, self.pod_ip, resolv)
 
     def _hostname(self) -> str:
         return (self.pod.get("spec") or {}).get("hostname") or self.name
@@ -302,10 +308,22 @@ class PodWorker:
                              pod_ip=self.pod_ip, host_ip=self.agent.host_ip,
                              start_time=self.start_time, previous=self._last_status)
 
+    def _creating(self) -> bool:
+        return all(cs.reason == lc.CONTAINER_CREATING and not cs.message and not cs.started
+                   for cs in self.states.values())
+
     async def _status_loop(self) -> None:
         while True:
             await self._dirty.wait()
             await asyncio.sleep(STATUS_COALESCE_S)
+            hold = self._report_at - time.monotonic()
+            if hold > 0 and self._creating() and not self.stopping:
+                self._dirty.clear()
+                try:
+                    await asyncio.wait_for(self._dirty.wait(), hold)
+                except asyncio.TimeoutError:
+                    self._dirty.set()
+                continue
             self._dirty.clear()
             if self.stopping:
                 return
@@ -352,7 +370,10 @@ class PodWorker:
         except Exception as exc:  # the network and IP must still go
             log.warning("%s: removing the pod sandbox: %s", self.key, exc)
         if self.agent.podnet is not None:
-            await asyncio.to_thread(self.agent.podnet.teardown_pod, self.uid)
+            # A docker sandbox's namespace is also held by dockerd (its sandbox bind mount),
+            # so its veth would outlive the pod: delete it. Ours dies with our mount.
+            await self.agent.podnet.run(partial(self.agent.podnet.teardown_pod, self.uid,
+                                                delete_veth=not self.agent.runtime.owns_netns))
         if self.agent.ipam is not None:
             self.agent.ipam.release(self.ipam_key)
         self.agent.mount_targets.release(self.mount_paths)

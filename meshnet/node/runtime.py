@@ -2,12 +2,17 @@
 
 Theory of operation
 -------------------
-`start()` (then `wait_started()`) writes the container's launch spec (argv, env, mounts, workingDir, hostname) to the
-pod's state directory and runs `ip netns exec <pod-netns> python -I -S launch.py SPEC`
-in a session of its own, stdout and stderr appended to `<pod-dir>/logs/<container>/<n>.log`
-(n = restart count, so `--previous` is the file before). Because `ip netns exec` and the
-launcher both exec, the process we started *is* the container's main process: its PID is the
-container ID, signals go to its process group, `exec` enters its namespaces with nsenter.
+`start()` (then `wait_started()`) writes the container's launch spec (argv, env, mounts,
+workingDir, hostname) to the pod's state directory and asks the agent's container zygote
+(`spawner.py` / `zygote.py`) to fork the container: the child enters the pod's namespaces,
+mounts its volumes, appends stdout and stderr to `<pod-dir>/logs/<container>/<n>.log`
+(n = restart count, so `--previous` is the file before) and execs the program — or, for the
+built-in echo image, runs it without an exec. The forked child *is* the container's main
+process: its PID is the container ID, it leads a session of its own (signals go to its process
+group), `exec` enters its namespaces with nsenter.
+
+Why a zygote: `ip netns exec` + a fresh launcher interpreter + the echo image's interpreter cost
+~130 ms of CPU per container, which is what limited 100 pods started at once; a fork costs ~1.
 
 The runtime keeps no state of its own besides the PIDs it records in `<pod-dir>/pids`, so an
 agent that restarts can stop what an earlier instance started (and only that).
@@ -24,12 +29,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from meshnet.node.images import Image, resolve_image
-
-# The launcher imports only the standard library: run it by path, isolated and without `site`
-# (no .pth processing, no package import), which cuts its start from ~30 ms to ~7 ms per
-# container — a large share of pod start latency when many pods start at once.
-LAUNCHER = str(Path(__file__).with_name("launch.py"))
+from meshnet.node.images import Image, echo_argv, resolve_image
+from meshnet.node.netconfig import ETC_NETNS, NETNS_RUN_DIR
+from meshnet.node.spawner import Spawner, SpawnError, ZygoteProcess
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 KILL_WAIT_S = 5.0
@@ -41,10 +43,10 @@ class Container:
     """A running (or finished) container process."""
     pod_key: str
     name: str
-    proc: asyncio.subprocess.Process
+    proc: "ZygoteProcess | FailedProcess"
     log_path: Path
     started: float = field(default_factory=time.monotonic)
-    ready_fd: int = -1  # read end of the launcher's close-on-exec pipe, until waited for
+    ready_fd: int = -1  # read end of the container's close-on-exec pipe, until waited for
 
     @property
     def pid(self) -> int:
@@ -82,12 +84,17 @@ class NetnsRuntime:
     """The interface every runtime has (docker_runtime.DockerRuntime is the other one)."""
 
     host_mount_targets = True  # no root filesystems: a mountPath must exist on the host
+    owns_netns = True  # a pod's namespace lives as long as podnet's name and its processes
 
     def __init__(self, python: str = sys.executable):
         self.python = python
+        self.spawner = Spawner(python)
 
     def __repr__(self) -> str:
-        return "<NetnsRuntime>"
+        return f"<NetnsRuntime {self.spawner!r}>"
+
+    async def close(self) -> None:
+        await self.spawner.close()
 
     async def resolve_image(self, ref: str) -> Image:
         return resolve_image(ref, python=self.python)
@@ -115,11 +122,16 @@ class NetnsRuntime:
         path.parent.mkdir(parents=True, exist_ok=True)
         read_fd, write_fd = os.pipe()
         try:
-            with open(path, "ab") as log:
-                proc = await asyncio.create_subprocess_exec(
-                    "ip", "netns", "exec", netns, self.python, "-I", "-S", LAUNCHER,
-                    str(spec_path), str(write_fd), stdin=asyncio.subprocess.DEVNULL,
-                    stdout=log, stderr=log, start_new_session=True, pass_fds=(write_fd,))
+            proc = await self.spawner.spawn(
+                spec=spec_path, log_path=path, netns_path=str(NETNS_RUN_DIR / netns),
+                etc_dir=str(ETC_NETNS / netns), echo=argv == echo_argv(self.python),
+                ready_fd=write_fd)
+        except SpawnError as exc:
+            # Like runc failing to start a container: exit 128, the reason in its log.
+            os.close(read_fd)
+            with open(path, "ab") as f:
+                f.write(f"meshnet: {exc}\n".encode())
+            return Container(pod_key, name, FailedProcess(128), path)
         finally:
             os.close(write_fd)
         _record_pid(pod_dir, proc.pid)
@@ -148,16 +160,23 @@ class NetnsRuntime:
         _signal_group(proc.pid, signal.SIGKILL)
         return proc.returncode
 
-    async def exec(self, container: Container, argv: list[str], timeout_s: float = 60.0,
-                   env: dict[str, str] | None = None) -> tuple[int, bytes, bytes]:
-        """Run `argv` in the container's network, mount and UTS namespaces (kubectl exec)."""
+    def interactive_argv(self, container: Container, argv: list[str],
+                         env: dict[str, str] | None = None,
+                         tty: bool = False) -> tuple[list[str], dict[str, str]]:
+        """The command line (and its environment) that runs `argv` in the container's
+        network, mount and UTS namespaces: `nsenter` into the main process's."""
         if container.proc.returncode is not None:
             raise ProcessLookupError(f"container {container.name} is not running")
+        return (["nsenter", f"--target={container.pid}", "--mount", "--net", "--uts", "--wd=/",
+                 "--", *argv], {"PATH": DEFAULT_PATH, **(env or {})})
+
+    async def exec(self, container: Container, argv: list[str], timeout_s: float = 60.0,
+                   env: dict[str, str] | None = None) -> tuple[int, bytes, bytes]:
+        """Run `argv` in the container, no stdin, output collected (exec without streams)."""
+        command, command_env = self.interactive_argv(container, argv, env)
         proc = await asyncio.create_subprocess_exec(
-            "nsenter", f"--target={container.pid}", "--mount", "--net", "--uts", "--wd=/",
-            "--", *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, start_new_session=True,
-            env={"PATH": DEFAULT_PATH, **(env or {})})
+            *command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, start_new_session=True, env=command_env)
         try:
             out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
         except asyncio.TimeoutError:
@@ -167,18 +186,32 @@ class NetnsRuntime:
         return proc.returncode, out, err
 
 
+class FailedProcess:
+    """The process of a container that never started: exited with `code`."""
+
+    def __init__(self, code: int):
+        self.id, self.pid, self.returncode = "", 0, code
+
+    async def wait(self) -> int:
+        return self.returncode
+
+
 async def _wait_exec(read_fd: int) -> None:
-    """Until the launcher has exec'd the program (or died): EOF on its close-on-exec pipe."""
+    """Until the container's program runs (or it died): EOF on its close-on-exec pipe.
+
+    A raw fd watched with add_reader and closed here, exactly once. Not connect_read_pipe on
+    os.fdopen(): uvloop closes the fd itself and the file object closes the same number again
+    later — by then often another thread's new socket or epoll fd (EBADF/EINVAL in podnet)."""
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    transport, _ = await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb", buffering=0))
+    eof = loop.create_future()
+    loop.add_reader(read_fd, lambda: eof.done() or eof.set_result(None))  # nobody writes
     try:
-        await asyncio.wait_for(reader.read(), START_TIMEOUT_S)
+        await asyncio.wait_for(eof, START_TIMEOUT_S)
     except asyncio.TimeoutError:
         pass  # a slow start: report it running anyway; the process itself is watched
     finally:
-        transport.close()
+        loop.remove_reader(read_fd)
+        os.close(read_fd)
 
 
 def _signal_group(pid: int, sig: int) -> None:

@@ -4,6 +4,8 @@
          text/plain; follow streams until the container exits or the client goes away
     POST /exec/<ns>/<pod>/<container>?command=ls&command=-l   (GET works too)
          application/json {"stdout": ..., "stderr": ..., "exitCode": n} — non-interactive
+    GET  /exec/...?command=sh&stdin=true&tty=true with a WebSocket upgrade: kubectl's streamed
+         exec (remotecommand v4/v5.channel.k8s.io, execstream.py)
     GET  /healthz
 
 Plain HTTP on the node's address: the API server reaches it over the node network. TODO (with
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from meshnet.node import execstream
 from meshnet.node.runtime import log_paths
 
 if TYPE_CHECKING:
@@ -95,7 +98,22 @@ async def container_logs(request: web.Request) -> web.StreamResponse:
     return resp
 
 
-async def exec_command(request: web.Request) -> web.Response:
+async def exec_command(request: web.Request) -> web.StreamResponse:
+    if request.headers.get("Upgrade", "").lower() != "websocket":
+        return await _exec_collected(request)
+    try:
+        worker, name, container, argv = _exec_target(request)
+        command, env = request.app[AGENT_KEY].runtime.interactive_argv(
+            container, argv, worker.envs.get(name), execstream.query_flag(request, "tty"))
+    except ProcessLookupError as exc:
+        raise web.HTTPBadRequest(text=str(exc), reason=str(exc)) from None
+    except web.HTTPException as exc:
+        # A refused upgrade shows the client only the status line: put the words there too.
+        raise type(exc)(text=exc.text, reason=(exc.text or "").splitlines()[0][:200]) from None
+    return await execstream.serve(request, command, argv, env)
+
+
+def _exec_target(request: web.Request):
     worker, name = _find(request)
     argv = request.query.getall("command", [])
     if not argv:
@@ -104,6 +122,11 @@ async def exec_command(request: web.Request) -> web.Response:
     if container is None or container.proc.returncode is not None:
         raise web.HTTPBadRequest(text=f"container {name} is not running "
                                       f"({worker.states[name].reason or 'terminated'})")
+    return worker, name, container, argv
+
+
+async def _exec_collected(request: web.Request) -> web.Response:
+    worker, name, container, argv = _exec_target(request)
     agent = request.app[AGENT_KEY]
     code, out, err = await agent.runtime.exec(container, argv, EXEC_TIMEOUT_S,
                                               worker.envs.get(name))

@@ -101,7 +101,6 @@ def test_top_level_help_lists_commands(cli):
     (["get", "svc", "--nope"], "unrecognized arguments: --nope"),
     (["logs"], "the following arguments are required: pod"),
     (["exec", "web"], "you must specify at least one command for the container"),
-    (["exec", "web", "-it", "--", "sh"], "meshctl exec -i/-t is not supported yet"),
     (["apply"], "must specify one of -f and -k"),
     (["delete"], "You must provide one or more resources by argument or filename."),
     (["get", "svc", "-o", "xml"], 'unable to match a printer suitable for the output format '

@@ -9,10 +9,14 @@ host's links, routes, namespaces and processes with what they were before `up`.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
+import pty
+import re
 import secrets
+import select
 import shutil
 import signal
 import socket
@@ -20,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -82,14 +87,22 @@ spec:
       containers:
       - {name: echo, image: meshnet/echo, ports: [{containerPort: 8080}]}
 """
-CLIENT = """\
+
+
+def sleeper(name: str) -> str:
+    """A busybox pod that just sleeps (for exec), labelled app=<name>."""
+    return f"""\
 apiVersion: v1
 kind: Pod
-metadata: {name: client, labels: {app: client}}
+metadata: {{name: {name}, labels: {{app: {name}}}}}
 spec:
+  terminationGracePeriodSeconds: 1
   containers:
-  - {name: sh, image: busybox, command: [sleep, "3600"]}
+  - {{name: sh, image: busybox, command: [sleep, "3600"]}}
 """
+
+
+SHELL, CLIENT = sleeper("shell"), sleeper("client")
 
 
 def free_port() -> int:
@@ -139,13 +152,19 @@ class RefusingDNS:
                                  data[4:], addr)
 
 
-def host_snapshot(name: str) -> dict:
+def host_snapshot(name: str, link_cidr: str) -> dict:
+    """What of the host's network this cluster could have touched: links, routes and
+    namespaces named after it, routes through its /30, and the `unreachable` routes. Other
+    labs may run on the host meanwhile, so nothing else is compared."""
     def out(*argv):
         return subprocess.run(argv, capture_output=True, text=True).stdout
-    return {"links": sorted(l.split(":")[1].strip().split("@")[0]
-                            for l in out("ip", "-o", "link").splitlines()),
+    link_net = ipaddress.ip_network(link_cidr)
+    link_ips = {str(a) for a in link_net} | {str(link_net)}
+    return {"links": sorted(n for l in out("ip", "-o", "link").splitlines()
+                            if (n := l.split(":")[1].strip().split("@")[0]).startswith(name)),
             "routes": sorted(l for l in out("ip", "route", "show", "table", "all").splitlines()
-                             if name in l or "unreachable" in l),
+                             if name in l or "unreachable" in l or
+                             link_ips & set(l.split())),
             "netns": sorted(l.split()[0] for l in out("ip", "netns", "list").splitlines()
                             if l.startswith(name))}
 
@@ -166,9 +185,9 @@ class Up:
                 "--ingress-https-port", str(self.https_port), "--link-cidr", self.link,
                 "--dns-upstream", f"127.0.0.1:{self.dns.port}"]
 
-    def run(self, *argv, timeout=120, check=True, stdin=None):
+    def run(self, *argv, timeout=120, check=True, stdin=None, env=None):
         proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
-                              input=stdin, cwd=self.tmp)
+                              input=stdin, cwd=self.tmp, env=env)
         if check:
             assert proc.returncode == 0, f"{argv}: rc={proc.returncode}\n{proc.stdout}\n" \
                                          f"{proc.stderr}\n{self.logs()}"
@@ -176,6 +195,13 @@ class Up:
 
     def meshctl(self, *argv, **kw):
         return self.run(MESHCTL, "--kubeconfig", str(self.kubeconfig), *argv, **kw)
+
+    def apply(self, name: str, text: str) -> Path:
+        """Write a manifest to the test's directory and `meshctl apply -f` it."""
+        path = self.tmp / name
+        path.write_text(text)
+        self.meshctl("apply", "-f", str(path))
+        return path
 
     def json(self, *argv):
         return json.loads(self.meshctl(*argv, "-o", "json").stdout)
@@ -211,25 +237,32 @@ class Up:
         return wait_for(check, f"{n} ready pods {selector}", timeout=60, interval=0.3)
 
 
-@pytest.fixture(scope="module")
-def cluster():
+@contextlib.contextmanager
+def running(cls=Up):
+    """`meshctl up` in a fresh temporary data dir; `down` (and removal by hand of whatever it
+    could not remove) on the way out, also after a failure."""
     if os.geteuid() != 0:
         raise RuntimeError("meshctl up needs root (network namespaces, veth, routes)")
     tmp = Path(tempfile.mkdtemp(prefix="meshnet-up-e2e-"))
-    c = Up(tmp)
-    c.before = host_snapshot(c.name)
+    c = cls(tmp)
+    c.before = host_snapshot(c.name, c.link)
     try:
         out = c.run(*c.up_argv())
         assert f"meshnet cluster {c.name} is up" in out.stdout, out.stdout
         yield c
     finally:
-        # Teardown even on failure: `down` first, then by hand whatever it could not remove.
         if (c.data / "up" / "state.json").exists():
             c.run(MESHCTL, "down", "--data-dir", str(c.data), check=False)
         subprocess.run(["ip", "link", "del", f"{c.name}-h"], capture_output=True)
         subprocess.run(["ip", "netns", "del", f"{c.name}-node-1"], capture_output=True)
         c.dns.sock.close()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with running(Up) as c:
+        yield c
 
 
 def test_up_reports_and_is_idempotent(cluster):
@@ -247,15 +280,45 @@ def test_up_reports_and_is_idempotent(cluster):
     assert cluster.state()["host_ip"] in link
 
 
-def test_create_deployment_gives_a_running_pod_behind_a_replicaset(cluster):
-    cluster.meshctl("create", "deployment", "nginx-depl", "--image=meshnet/echo")
-    pod = cluster.ready_pods("app=nginx-depl", 1)[0]
-    rs = cluster.json("get", "rs", "-l", "app=nginx-depl")["items"]
-    assert len(rs) == 1
-    rs_name = rs[0]["metadata"]["name"]
-    assert pod["metadata"]["name"].startswith(rs_name + "-")
+def _replicasets(cluster, selector: str) -> dict[str, dict]:
+    return {rs["metadata"]["name"]: rs for rs in cluster.json("get", "rs", "-l", selector)["items"]}
+
+
+def test_create_deployment_then_edit_its_image_replaces_the_pod(cluster):
+    # The cheat sheet: `create deployment nginx-depl --image=nginx` (the host's nginx).
+    cluster.meshctl("create", "deployment", "nginx-depl", "--image=nginx")
+    first = cluster.ready_pods("app=nginx-depl", 1)[0]
+    (rs_name, rs), = _replicasets(cluster, "app=nginx-depl").items()
     assert rs_name.startswith("nginx-depl-")
-    assert pod["metadata"]["ownerReferences"][0]["name"] == rs_name
+    assert first["metadata"]["name"].startswith(rs_name + "-")
+    assert first["metadata"]["ownerReferences"][0]["name"] == rs_name
+    page = cluster.meshctl("exec", first["metadata"]["name"], "--", "curl", "-sS",
+                           "--max-time", "5", "http://127.0.0.1/")
+    assert "Welcome to nginx" in page.stdout, page.stdout
+
+    # `meshctl edit deployment nginx-depl`, the editor changing the image (as a person would
+    # in vi): a new ReplicaSet, and the nginx pod replaced by one running the new image.
+    editor = cluster.tmp / "edit-image.sh"
+    editor.write_text("#!/bin/sh\nsed -i 's#image: nginx$#image: meshnet/echo#' \"$1\"\n")
+    editor.chmod(0o755)
+    cluster.run(MESHCTL, "--kubeconfig", str(cluster.kubeconfig), "edit", "deployment",
+                "nginx-depl", env={**os.environ, "EDITOR": str(editor)})
+
+    def replaced():
+        pods = cluster.ready_pods("app=nginx-depl", 1)
+        return first["metadata"]["name"] not in {p["metadata"]["name"] for p in pods} and \
+            len(cluster.pods("app=nginx-depl")) == 1 and pods[0]
+    pod = wait_for(replaced, "the edited Deployment's pod to replace the nginx one",
+                   timeout=60, interval=0.5)
+    sets = _replicasets(cluster, "app=nginx-depl")
+    new_rs = pod["metadata"]["ownerReferences"][0]["name"]
+    assert new_rs != rs_name and set(sets) == {rs_name, new_rs}, sorted(sets)
+    assert sets[rs_name]["spec"]["replicas"] == 0
+    assert sets[new_rs]["spec"]["template"]["spec"]["containers"][0]["image"] == "meshnet/echo"
+    status = pod["status"]["containerStatuses"][0]
+    assert status["image"] == "meshnet/echo" and status["restartCount"] == 0
+
+    # logs, exec and describe on the new pod: the echo image runs now.
     name = pod["metadata"]["name"]
     logs = cluster.meshctl("logs", name)
     assert f"echo {name}" in logs.stdout
@@ -263,14 +326,13 @@ def test_create_deployment_gives_a_running_pod_behind_a_replicaset(cluster):
     assert ex.stdout == f"hi\n{name}\n"
     desc = cluster.meshctl("describe", "pod", name)
     assert "Status:" in desc.stdout and "Running" in desc.stdout
-    assert f"Controlled By:  ReplicaSet/{rs_name}" in desc.stdout, desc.stdout
+    assert f"Controlled By:  ReplicaSet/{new_rs}" in desc.stdout, desc.stdout
+    assert re.search(r"^\s+Image:\s+meshnet/echo$", desc.stdout, re.M), desc.stdout
     cluster.meshctl("delete", "deployment", "nginx-depl")
 
 
 def test_deployment_service_ingress_walkthrough(cluster):
-    app = cluster.tmp / "app.yaml"
-    app.write_text(APP)
-    cluster.meshctl("apply", "-f", str(app))
+    app = cluster.apply("app.yaml", APP)
     pods = cluster.ready_pods("app=myapp", 2)
     names = {p["metadata"]["name"] for p in pods}
 
@@ -312,17 +374,57 @@ def test_deployment_service_ingress_walkthrough(cluster):
     assert gone.returncode != 0 and "not found" in gone.stderr
 
 
+def test_exec_streams_with_kubectl_and_meshctl_it(cluster):
+    """kubectl exec (the remotecommand WebSocket, relayed by the API server to the agent) with
+    and without stdin, and `meshctl exec -it` on a terminal (a pty this test holds)."""
+    cluster.apply("shell.yaml", SHELL)
+    cluster.ready_pods("app=shell", 1)
+    kubectl = [str(BIN / "kubectl"), "--kubeconfig", str(cluster.kubeconfig)]
+    out = cluster.run(*kubectl, "exec", "shell", "--", "sh", "-c",
+                      "echo out; echo err >&2; exit 3", check=False)
+    assert out.returncode == 3, out
+    assert out.stdout == "out\n" and "err\n" in out.stderr, out
+    assert "command terminated with exit code 3" in out.stderr
+    cat = cluster.run(*kubectl, "exec", "-i", "shell", "--", "sh", "-c", "cat; hostname",
+                      stdin="hello\nworld\n")
+    assert cat.stdout == "hello\nworld\nshell\n"
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([MESHCTL, "--kubeconfig", str(cluster.kubeconfig), "exec", "-it",
+                             "shell", "--", "sh"], stdin=slave, stdout=slave, stderr=slave,
+                            cwd=cluster.tmp, start_new_session=True)
+    os.close(slave)
+    screen = b""
+    try:
+        os.write(master, b"tty; echo $((6*7)); exit 5\r")  # typed ahead: must not be lost
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # until meshctl exits and its terminal side closes
+            if not select.select([master], [], [], 0.5)[0]:
+                continue
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: no one holds the other side any more
+                break
+            if not chunk:
+                break
+            screen += chunk
+        assert proc.wait(5) == 5, screen
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    assert b"/dev/pts/" in screen and b"42\r\n" in screen, screen
+    assert b"command terminated with exit code 5" in screen
+    cluster.meshctl("delete", "pod", "shell", "--grace-period=0")
+
+
 def test_statefulset_headless_dns_from_another_pod(cluster):
-    db = cluster.tmp / "db.yaml"
-    db.write_text(DB)
-    cluster.meshctl("apply", "-f", str(db))
+    db = cluster.apply("db.yaml", DB)
     pods = {p["metadata"]["name"]: p for p in cluster.ready_pods("app=db", 3)}
     assert set(pods) == {"db-0", "db-1", "db-2"}
     started = sorted(pods, key=lambda n: pods[n]["status"]["startTime"])
     assert started == ["db-0", "db-1", "db-2"]
-    client_yaml = cluster.tmp / "client.yaml"
-    client_yaml.write_text(CLIENT)
-    cluster.meshctl("apply", "-f", str(client_yaml))
+    client_yaml = cluster.apply("client.yaml", CLIENT)
     client = cluster.ready_pods("app=client", 1)[0]["metadata"]["name"]
     lookup = "import socket; print(socket.gethostbyname('db-0.db.default.svc.cluster.local'))"
 
@@ -441,9 +543,7 @@ spec:
 
 def test_configmap_and_secret_reach_one_pod_as_env_and_files(cluster):
     config_dir, secret_dir = f"/etc/{cluster.name}-config", f"/etc/{cluster.name}-secret"
-    manifest = cluster.tmp / "config.yaml"
-    manifest.write_text(CONFIG.format(config_dir=config_dir, secret_dir=secret_dir))
-    cluster.meshctl("apply", "-f", str(manifest))
+    cluster.apply("config.yaml", CONFIG.format(config_dir=config_dir, secret_dir=secret_dir))
     wait_for(lambda: len([p for p in cluster.json("get", "pods", "-n", "my-namespace",
                                                   "-l", "app=config")["items"]
                           if p["status"].get("phase") == "Running"]) == 2,
@@ -489,9 +589,7 @@ def _echo_control(cluster, pod: str, what: str) -> None:
 
 
 def test_failing_readiness_leaves_endpoints_and_traffic(cluster):
-    manifest = cluster.tmp / "probed.yaml"
-    manifest.write_text(PROBED)
-    cluster.meshctl("apply", "-f", str(manifest))
+    cluster.apply("probed.yaml", PROBED)
     pods = cluster.ready_pods("app=probed", 2)
     sick, well = pods
     svc_ip = cluster.json("get", "svc", "probed")["spec"]["clusterIP"]
@@ -541,9 +639,7 @@ def test_failing_readiness_leaves_endpoints_and_traffic(cluster):
 
 def test_failing_liveness_restarts_the_container_with_back_off(cluster):
     # The Deployment of the readiness test, or a fresh one when that test was deselected.
-    manifest = cluster.tmp / "probed.yaml"
-    manifest.write_text(PROBED)
-    cluster.meshctl("apply", "-f", str(manifest))
+    manifest = cluster.apply("probed.yaml", PROBED)
     name = cluster.ready_pods("app=probed", 2)[0]["metadata"]["name"]
 
     def container():
@@ -575,8 +671,14 @@ def test_failing_liveness_restarts_the_container_with_back_off(cluster):
 
 
 def test_up_recovers_after_every_process_is_killed_then_down_cleans_all(cluster):
+    kill_all_recover_then_down(cluster)
+
+
+def kill_all_recover_then_down(cluster) -> None:
+    """SIGKILL every process `up` started, `up` again (the pods come back), then `down`
+    leaves the host as it was before the first `up`."""
     cluster.meshctl("create", "deployment", "survivor", "--image=meshnet/echo")
-    cluster.ready_pods("app=survivor", 1)
+    before = cluster.ready_pods("app=survivor", 1)[0]["status"]["containerStatuses"][0]
     procs = cluster.state()["processes"]
     for rec in procs.values():
         os.kill(rec["pid"], signal.SIGKILL)
@@ -588,20 +690,33 @@ def test_up_recovers_after_every_process_is_killed_then_down_cleans_all(cluster)
     assert status.returncode == 1 and "NOT RUNNING" in status.stdout
     again = cluster.run(*cluster.up_argv())
     assert "leftovers of an earlier run" in again.stdout and "is up" in again.stdout, again
-    cluster.ready_pods("app=survivor", 1)
+
+    def runs_again():  # a new container, not the status the killed agent last wrote
+        now = cluster.ready_pods("app=survivor", 1)[0]["status"]["containerStatuses"][0]
+        return now["containerID"] != before["containerID"] and "running" in now["state"]
+    wait_for(runs_again, "the pod's container to run again", timeout=60, interval=0.5)
     wait_for(lambda: cluster.run(MESHCTL, "status", "--data-dir", str(cluster.data),
                                  check=False).returncode == 0, "status to be healthy")
     pids = [r["pid"] for r in cluster.state()["processes"].values()]
 
+    ours = cluster.state()["routes"]  # the unreachable routes `up` added (not another lab's)
     down = cluster.run(MESHCTL, "down", "--data-dir", str(cluster.data))
     assert "nothing is left" in down.stdout, down.stdout
-    assert host_snapshot(cluster.name) == cluster.before
+    after = host_snapshot(cluster.name, cluster.link)
+    assert (after["links"], after["netns"]) == (cluster.before["links"], cluster.before["netns"])
+    assert not [r for r in after["routes"] if cluster.name in r or cluster.link.split("/")[0]
+                in r], after
+    assert not [r for r in after["routes"] for cidr in ours
+                if r.startswith(f"unreachable {cidr} ") and r not in cluster.before["routes"]]
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or \
             "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3]
     leftover = subprocess.run(["pgrep", "-f", str(cluster.data)], capture_output=True,
                               text=True).stdout.split()
     assert not leftover, f"processes of the cluster still run: {leftover}"
+    with open("/proc/self/mounts") as f:
+        mounts = [line.split()[1] for line in f if str(cluster.data) in line]
+    assert not mounts, f"still mounted: {mounts}"
     assert not (cluster.data / "up" / "state.json").exists()
     again = cluster.run(MESHCTL, "down", "--data-dir", str(cluster.data))
     assert "nothing to stop" in again.stdout

@@ -30,7 +30,7 @@ import pytest
 from meshnet.node.docker_runtime import API_VERSION, builtin_context, image_from_config
 from meshnet.node.errors import ImagePullError
 from netns import Lab, wait_for
-from test_e2e import HERE, NODE, Cluster, container_status
+from test_e2e import HERE, NODE, Cluster, container_status, pod_netns_names
 
 DOCKERD_START_S = 30.0
 STOP_TIMEOUT_S = 20.0
@@ -147,7 +147,7 @@ def cluster():
         assert c.agent.returncode == 0, c.agent_text()
         assert c.dockerd.containers(**{"io.meshnet.node": NODE}) == []
         assert "mnv" not in c.node_links() and "mn-br0" not in c.node_links()
-        assert not list(Path("/etc/netns").glob("mnpod-*"))
+        assert not pod_netns_names(c.agent_log)
         ipam = json.loads((c.state / "ipam.json").read_text())
         assert ipam["allocations"] == {}, ipam
     finally:
@@ -156,10 +156,9 @@ def cluster():
                 c.dockerd.stop()
         finally:
             lab.cleanup()
+            leftover = pod_netns_names(c.agent_log) if c is not None else set()
             shutil.rmtree(tmp, ignore_errors=True)
         assert not _pids_mentioning(str(tmp)), "dockerd/containerd processes left behind"
-        leftover = [p.name for p in Path("/run/netns").glob("mnpod-*")] \
-            if Path("/run/netns").exists() else []
         assert not leftover, f"pod namespaces left behind: {leftover}"
 
 
@@ -305,13 +304,14 @@ def test_delete_removes_the_containers_and_the_wiring(cluster):
     assert len(cluster.dockerd.containers(**{"io.kubernetes.pod.uid": uid})) == 2  # + sandbox
     cluster.ok(op="delete", plural="pods", name="client")
 
-    def gone():
-        out = cluster.call(op="get", plural="pods", name="client")
-        return not out["ok"] and not cluster.dockerd.containers(**{"io.kubernetes.pod.uid": uid})
-    wait_for(gone, "the client pod and its containers gone", 40, interval=0.2)
     veth = "mnv" + uid.replace("-", "")[:12]
-    assert veth not in cluster.node_links()
-    assert not Path(f"/etc/netns/mnpod-{uid.replace('-', '')[:16]}").exists()
+
+    def gone():  # the API object goes first; the containers, the veth and /etc/netns follow
+        out = cluster.call(op="get", plural="pods", name="client")
+        return not out["ok"] and not cluster.dockerd.containers(**{"io.kubernetes.pod.uid": uid}) \
+            and veth not in cluster.node_links() \
+            and not Path(f"/etc/netns/mnpod-{uid.replace('-', '')[:16]}").exists()
+    wait_for(gone, "the client pod, its containers, veth and /etc/netns gone", 40, interval=0.2)
     # A Deployment's pod deleted: a new container, a new pod.
     old = _web_pod(cluster)
     cluster.ok(op="delete", plural="pods", name=old["metadata"]["name"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from meshnet.node.netconfig import pod_netns_name
 from netns import Lab, ip, wait_for
 
 HERE = Path(__file__).parent
@@ -126,6 +128,15 @@ class Cluster:
         return ip("-n", self.node, "-o", "link", "show").stdout
 
 
+def pod_netns_names(agent_log: Path) -> set[str]:
+    """The pod network namespace names of every pod the agent admitted that still exist on
+    this host (/run/netns or /etc/netns). Only this agent's: other test runs and labs may run
+    pods on the same host meanwhile."""
+    uids = re.findall(r"pod \S+ \(([0-9a-f-]+)\) admitted", agent_log.read_text(errors="replace"))
+    names = {pod_netns_name(uid) for uid in uids}
+    return {n for n in names for d in ("/run/netns", "/etc/netns") if Path(d, n).exists()}
+
+
 def is_ready(pod) -> bool:
     status = pod.get("status") or {}
     conds = {c["type"]: c["status"] for c in status.get("conditions") or []}
@@ -163,7 +174,7 @@ def cluster():
         assert c.agent.returncode == 0, c.agent_text()
         assert "mn-br0" not in c.node_links()
         assert "mnv" not in c.node_links()
-        assert not list(Path("/etc/netns").glob("mnpod-*")) if Path("/etc/netns").exists() else True
+        assert not pod_netns_names(c.agent_log)
         ipam = json.loads((c.state / "ipam.json").read_text())
         assert ipam["allocations"] == {}, ipam
         # Mount points the agent had to create are gone again (even across its crash).
@@ -171,9 +182,8 @@ def cluster():
             not Path("/var/meshnet-e2e-scratch").exists()
     finally:
         lab.cleanup()
+        leftover = pod_netns_names(c.agent_log) if c is not None else set()
         shutil.rmtree(tmp, ignore_errors=True)
-        leftover = [p.name for p in Path("/run/netns").glob("mnpod-*")] \
-            if Path("/run/netns").exists() else []
         assert not leftover, f"pod namespaces left behind: {leftover}"
 
 

@@ -21,7 +21,7 @@ def test_normalize(desc, ref, expected):
 ECHO = resolve_image("meshnet/echo:latest", python="/py")
 SHELL = resolve_image("busybox")
 ARGV = [
-    ("image defaults", ECHO, {}, {}, ["/py", "-u", str(ECHO_SCRIPT)]),
+    ("image defaults", ECHO, {}, {}, ["/py", "-I", "-S", str(ECHO_SCRIPT)]),
     ("args replace the image's arguments", SHELL, {"args": ["-c", "true"]}, {},
      ["-c", "true"]),
     ("command replaces the entrypoint", ECHO, {"command": ["sleep"], "args": ["1"]}, {},
