@@ -7,7 +7,9 @@ bench script run as its own process with `--summary FILE`; the lines the steps w
 (bench/summary.py) become bench/results/<date>.md, together with the machine, the versions of
 the reference servers and how long each step took, and the same table replaces the one
 between the `bench:start` / `bench:end` markers in README.md. A step that fails is reported
-as failed in the table (with the tail of its log) and the others still run.
+as failed in the table (with the tail of its log) and the others still run. The lines are also
+kept in bench/results/<date>.json: a run with --only/--skip replaces just its steps' lines in
+today's table.
 
 Every step keeps its traffic on loopback or inside network namespaces it creates, pins the
 server under test and its reference to the same CPU, and writes its own detailed report
@@ -49,7 +51,7 @@ STEPS = (
          "control plane vs etcd: creates/s, list, watch latency with 100 watchers"),
     Step("proxy", "bench_proxy.py", ("--seconds", "5", "--changes", "100"),
          "ClusterIP data plane vs HAProxy (TCP, UDP), programming latency at 1k/10k"),
-    Step("dns", "bench_dns.py", ("--duration", "8", "--latency-s", "3"),
+    Step("dns", "bench_dns.py", ("--duration", "5", "--latency-s", "2"),
          "cluster DNS vs dnsmasq with dnsperf"),
     Step("ingress", "bench_ingress.py", ("--seconds", "5"),
          "ingress vs nginx: keep-alive, new connection, TLS"),
@@ -123,7 +125,8 @@ def report(results: dict[str, tuple[list[dict], float, str]], total_s: float) ->
     all_lines = [x for lines, _, _ in results.values() for x in lines]
     lines = [f"# meshnet benchmarks, {now:%Y-%m-%d %H:%M}", "",
              f"One `bench/run` on {platform.machine()}, {os.cpu_count()} cores, "
-             f"{platform.platform()}; {total_s / 60:.1f} minutes in all. Versions: "
+             f"{platform.platform()}; {total_s / 60:.1f} minutes for the steps of the last "
+             f"invocation (each step's own time below). Versions: "
              + "; ".join(versions()) + ".", "",
              "Ratio: > 1 means meshnet is better (rates: meshnet / reference; latency, CPU "
              "and memory: reference / meshnet). Each step's own report, with its method, is "
@@ -173,17 +176,24 @@ def main() -> None:
         raise SystemExit("bench/run needs root (network namespaces, CPU pinning)")
     steps = [s for s in STEPS if (not only or s.name in only) and s.name not in skip]
     started = time.monotonic()
+    date = f"{datetime.date.today():%Y-%m-%d}"
+    raw = HERE / "results" / f"{date}.json"
     results = {}
+    if (only or skip) and raw.exists():
+        # A partial run replaces its steps' lines in today's table and keeps the others'.
+        results = {name: tuple(v) for name, v in json.loads(raw.read_text()).items()}
     with tempfile.TemporaryDirectory(prefix="meshnet-bench-") as tmp:
         for step in steps:
             results[step.name] = run_step(step, Path(tmp))
+    order = [s.name for s in STEPS]
+    results = {name: results[name] for name in order if name in results}
+    raw.write_text(json.dumps(results, indent=1) + "\n")
     text = report(results, time.monotonic() - started)
     print(text)
-    date = f"{datetime.date.today():%Y-%m-%d}"
     out = HERE / "results" / f"{date}.md"
     out.write_text(text)
     print(f"written to {out}")
-    if not args.no_readme and not only and not skip:
+    if not args.no_readme:
         update_readme(text, date)
         print("README.md table updated")
 
