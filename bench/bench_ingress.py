@@ -6,9 +6,12 @@ Installs the Debian packages it drives if missing (nginx-light, wrk), then in on
 
 - a backend: nginx (one worker) answering every request with a fixed 13-byte 200 from memory
   (`return 200`), on 127.0.0.41. Both proxies forward to this same process;
-- the reference proxy: nginx, one worker, on 127.0.0.42, `proxy_pass` to an upstream block with
-  `keepalive 64` (HTTP/1.1 pooled upstream connections, as ingress-nginx configures it), the
-  same X-Forwarded-*/X-Real-IP headers meshnet-ingress sets, TLS with the same certificate;
+- the reference proxy: nginx, one worker, on 127.0.0.42, configured as ingress-nginx's
+  defaults configure it where they matter here: `proxy_pass` to an upstream block with
+  `keepalive 320` (HTTP/1.1 pooled upstream connections), `multi_accept on`, the same
+  X-Forwarded-*/X-Real-IP headers meshnet-ingress sets, TLS with the same certificate and
+  ingress-nginx's TLS settings (`ssl_protocols TLSv1.2 TLSv1.3`, a 10m shared session cache,
+  session tickets off, its cipher list, `ssl_buffer_size 4k`);
 - meshnet-ingress on 127.0.0.40, following a meshnet-apiserver (Service, Endpoints, Ingress
   with a TLS section and ssl-redirect off, a kubernetes.io/tls Secret);
 - wrk (one thread) for each of: keep-alive, a new connection per request (`Connection: close`),
@@ -21,6 +24,13 @@ lines (nginx `access_log off`, meshnet-ingress `--log-level warning`), and nginx
 `keepalive_requests` limits (1000 by default, client and upstream side) are raised so that
 neither proxy reconnects mid-run. Each proxy's CPU use during the run is reported: near 100%
 means the proxy was the bottleneck, well below means the load side was.
+
+TLS like for like: both proxies offer TLS 1.2 and 1.3 and wrk (OpenSSL 3) negotiates 1.3 with
+both; both let wrk resume its session on every reconnect (meshnet-ingress with stateless
+tickets, Python's default; nginx from its session cache, ingress-nginx's default). Debian's
+nginx 1.22 on its own defaults offers TLS 1.2 at most, where a resumed handshake skips the
+key exchange that TLS 1.3 resumption still makes -- half the CPU per handshake, on both
+sides. `--nginx-debian-tls` runs nginx that way for comparison.
 
 Results go to stdout and to bench/results/ingress-<date>.md. `--profile DIR` also records
 py-spy profiles (collapsed stacks) of meshnet-ingress for each mode.
@@ -121,7 +131,7 @@ worker_processes 1;
 {user}
 error_log {dir}/error.log warn;
 pid {dir}/nginx.pid;
-events {{ worker_connections 16384; }}
+events {{ worker_connections 16384; multi_accept on; }}
 http {{
   access_log off;
   client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy;
@@ -138,14 +148,31 @@ BACKEND_SERVER = """
   }}
 """
 
+# ingress-nginx's defaults (internal/ingress/controller/config/config.go: ssl-protocols,
+# ssl-ciphers, ssl-session-cache(-size), ssl-session-tickets, ssl-session-timeout,
+# ssl-buffer-size; nginx.tmpl: ssl_prefer_server_ciphers, ssl_ecdh_curve auto).
+INGRESS_NGINX_CIPHERS = ":".join((
+    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
+    "DHE-RSA-AES128-GCM-SHA256", "DHE-RSA-AES256-GCM-SHA384"))
+INGRESS_NGINX_TLS = f"""
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_ciphers {INGRESS_NGINX_CIPHERS};
+    ssl_prefer_server_ciphers on;
+    ssl_ecdh_curve auto;
+    ssl_session_cache shared:SSL:10m;
+    ssl_session_timeout 10m;
+    ssl_session_tickets off;
+    ssl_buffer_size 4k;"""
+
 PROXY_SERVER = """
-  upstream backend {{ server {backend}; keepalive 64; keepalive_requests 100000000; }}
+  upstream backend {{ server {backend}; keepalive 320; keepalive_requests 100000000; }}
   server {{
     listen {ip}:{http_port} backlog=4096;
     listen {ip}:{https_port} ssl backlog=4096;
     server_name {host};
     ssl_certificate {dir}/tls.crt;
-    ssl_certificate_key {dir}/tls.key;
+    ssl_certificate_key {dir}/tls.key;{tls}
     location / {{
       proxy_pass http://backend;
       proxy_http_version 1.1;
@@ -340,6 +367,9 @@ def main() -> None:
                    help="alternating nginx/meshnet measurements per mode; medians reported")
     p.add_argument("--profile", metavar="DIR", help="py-spy profiles of meshnet-ingress")
     p.add_argument("--modes", default="", help="comma-separated mode numbers (default all)")
+    p.add_argument("--nginx-debian-tls", action="store_true",
+                   help="nginx on Debian's TLS defaults (TLS 1.2 at most, tickets) instead of "
+                        "ingress-nginx's")
     args = p.parse_args()
     ensure_packages()
     from meshnet.ingress.certs import generate_self_signed
@@ -363,7 +393,8 @@ def main() -> None:
             (tmp / "proxy" / "tls.key").write_bytes(key)
             nginx = Nginx(tmp / "proxy", PROXY_SERVER.format(
                 backend=f"{BACKEND_IP}:{backend_port}", ip=NGINX_IP, http_port=ng_http,
-                https_port=ng_https, host=HOST, dir=tmp / "proxy"), PROXY_CPU)
+                https_port=ng_https, host=HOST, dir=tmp / "proxy",
+                tls="" if args.nginx_debian_tls else INGRESS_NGINX_TLS), PROXY_CPU)
             started.append(nginx)
             wait_port(NGINX_IP, ng_http)
             meshnet = Meshnet(tmp / "meshnet", backend_port, cert, key)

@@ -69,7 +69,7 @@ def split_headers(headers: list[tuple[bytes, bytes]], special_names: frozenset[b
         else:
             rest.append(item)
     connection = special.get(b"connection")
-    if connection is not None:
+    if connection is not None and connection.lower() not in _CONNECTION_OPTIONS:
         named = {t.strip().lower() for t in connection.split(b",")} - _CONNECTION_OPTIONS
         if named:
             rest = [h for h in rest if h[0].lower() not in named]

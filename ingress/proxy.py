@@ -29,7 +29,12 @@ access_log = logging.getLogger("meshnet.ingress.access")
 
 BUFFER_HIGH_WATER_BYTES = 256 * 1024
 MAX_CONNECT_TRIES = 3
+# Route lookups remembered per (Host, path); forgotten on every table swap, and all at once
+# when this many accumulate (paths are the client's to choose).
+ROUTE_CACHE_ENTRIES = 10_000
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+NO_FIELDS: dict[bytes, bytes] = {}
+_MISS = object()
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,9 @@ class Proxy:
     def __init__(self, settings: ServerSettings = ServerSettings(),
                  metrics: Registry | None = None):
         self.settings = settings
-        self.table: RouteTable | None = None  # None until the first sync: answer 503
+        self._table: RouteTable | None = None  # None until the first sync: answer 503
+        # (Host, path) -> Route | None, for the current table (see route_for)
+        self.routes: dict[tuple[bytes, bytes], Route | None] = {}
         self.pool = UpstreamPool()
         self._trusted = tuple(ipaddress.ip_network(c, strict=False)
                               for c in settings.trusted_proxies)
@@ -70,6 +77,27 @@ class Proxy:
 
     def __repr__(self) -> str:
         return f"<Proxy table={self.table!r} connections={len(self.connections)} {self.pool!r}>"
+
+    @property
+    def table(self) -> RouteTable | None:
+        return self._table
+
+    @table.setter
+    def table(self, table: RouteTable | None) -> None:
+        """Publish a routing table: requests matched from now on use it."""
+        self._table = table
+        self.routes = {}
+
+    def route_for(self, host: bytes, path: bytes) -> Route | None:
+        """match_normalized for a raw Host header and an origin-form path, cached per table."""
+        key = (host, path)
+        route = self.routes.get(key, _MISS)
+        if route is _MISS:
+            if len(self.routes) >= ROUTE_CACHE_ENTRIES:
+                self.routes = {}
+            route = self.routes[key] = match_normalized(
+                self._table, self.normal_host(host), path.decode("latin-1"))
+        return route
 
     def normal_host(self, raw: bytes) -> str:
         """normalize_host of a Host header, cached: a handful of names repeat endlessly."""
@@ -104,26 +132,29 @@ class Proxy:
 
 
 class Exchange:
-    __slots__ = ("client", "proxy", "method", "target", "special", "rest", "version",
+    __slots__ = ("client", "proxy", "method", "target", "host", "rest", "special", "version",
                  "keep_alive", "upgrade", "framing", "content_length", "request_done",
                  "body_sent", "route", "upstream", "response_started", "response_framing",
                  "client_framing", "status", "finished", "gone", "retried", "_buffer",
-                 "_buffered", "_t0", "_host")
+                 "_buffered", "_t0")
 
-    def __init__(self, client, method: bytes, target: bytes, special: dict, rest: list,
-                 version: str, keep_alive: bool, upgrade: bytes | None, framing: str,
-                 content_length: int):
+    def __init__(self, client, method: bytes, target: bytes, host: bytes | None, rest: list,
+                 version: str, keep_alive: bool):
         self.client = client
         self.proxy: Proxy = client.proxy
         self.method = method
         self.target = target
-        self.special = special  # the request headers the proxy handles, by lowercase name
-        self.rest = rest  # the others, forwarded unchanged
+        self.host = host  # the Host header as it came
+        self.rest = rest  # the end-to-end headers, forwarded unchanged
         self.version = version
         self.keep_alive = keep_alive
-        self.upgrade = upgrade
-        self.framing = framing  # request body: "chunked", "length" or ""
-        self.content_length = content_length
+        self._t0 = time.monotonic()
+        # Set by the caller for requests with more than Host to handle (a body, Upgrade,
+        # Expect, X-Forwarded-* from a trusted peer): most requests keep these defaults.
+        self.special: dict[bytes, bytes] = NO_FIELDS  # the headers the proxy handles
+        self.upgrade: bytes | None = None
+        self.framing = ""  # request body: "chunked", "length" or ""
+        self.content_length = 0
         self.request_done = False
         self.body_sent = 0
         self.route: Route | None = None
@@ -135,10 +166,8 @@ class Exchange:
         self.finished = False
         self.gone = False
         self.retried = False
-        self._buffer: list[bytes] = []
+        self._buffer: list[bytes] | None = None  # body received before a backend is attached
         self._buffered = 0
-        self._t0 = time.monotonic()
-        self._host = ""
 
     def __repr__(self) -> str:
         return (f"<Exchange {self.method.decode()} {self.target[:60].decode('latin-1')} "
@@ -155,18 +184,22 @@ class Exchange:
         table = proxy.table
         if table is None:
             return self._reply_soon(503)
-        host = self._host = proxy.normal_host(self.special.get(b"host") or b"")
         target = self.target
         if target[:1] == b"/":  # origin-form, nearly every request
             q = target.find(b"?")
-            path = (target if q < 0 else target[:q]).decode("latin-1")
+            key = (self.host or b"", target if q < 0 else target[:q])
+            route = proxy.routes.get(key, _MISS)  # Proxy.route_for, its hit inlined
+            if route is _MISS:
+                route = proxy.route_for(*key)
         else:
-            path = split_target(target.decode("latin-1"))[0]
-        route = self.route = match_normalized(table, host, path)
+            route = match_normalized(table, self.normal_host(),
+                                     split_target(target.decode("latin-1"))[0])
+        self.route = route
         if route is None:
             return self._reply_soon(404)
         if route.ssl_redirect and self.client.scheme == "http":
-            location = http1.https_location(self._host, self.target, proxy.settings.https_port)
+            location = http1.https_location(self.normal_host(), self.target,
+                                            proxy.settings.https_port)
             data = http1.redirect(location, keep_alive=self.keep_alive,
                                   head_only=self.method == b"HEAD")
             asyncio.get_running_loop().call_soon(self.reply, 308, data)
@@ -175,11 +208,16 @@ class Exchange:
             return self._reply_soon(413)
         if not route.endpoints:
             return self._reply_soon(503)
-        addrs = proxy.pick(route)
+        addrs = route.endpoints
+        if len(addrs) > 1:
+            addrs = proxy.pick(route)
         conn = proxy.pool.take_idle(addrs[0])
         if conn is not None:
             return self._attach(conn)
         asyncio.get_running_loop().create_task(self._connect(addrs[:MAX_CONNECT_TRIES]))
+
+    def normal_host(self) -> str:
+        return self.proxy.normal_host(self.host or b"")
 
     def _reply_soon(self, status: int) -> None:
         asyncio.get_running_loop().call_soon(self.reply_error, status)
@@ -205,7 +243,7 @@ class Exchange:
         conn.start(self, self.method == b"HEAD", self.route.read_timeout_s,
                    self.route.send_timeout_s)
         special = self.special
-        host = special.get(b"host")
+        host = self.host
         client = self.client
         ip, scheme, port = client.forwarded
         if client.trusted:  # a proxy in front of us: its X-Forwarded-* are the truth
@@ -220,9 +258,12 @@ class Exchange:
             self.method, self.target, self.rest, host=host,
             content_length=special.get(b"content-length") if self.framing == "length" else None,
             chunked=self.framing == "chunked", upgrade=self.upgrade, forwarded=forwarded)
-        conn.write(head + b"".join(self._buffer) if self._buffer else head)
-        self._buffer, self._buffered = [], 0
-        self.client.resume_reading("buffer")
+        if self._buffer is None:
+            conn.transport.write(head)
+        else:
+            conn.transport.write(head + b"".join(self._buffer))
+            self._buffer, self._buffered = None, 0
+            client.resume_reading("buffer")
 
     # -- request body, from the client --------------------------------------------------------------
 
@@ -239,6 +280,8 @@ class Exchange:
         if self.upstream is not None:
             self.upstream.write(data)
         elif not self.finished:
+            if self._buffer is None:
+                self._buffer = []
             self._buffer.append(data)
             self._buffered += len(data)
             if self._buffered > BUFFER_HIGH_WATER_BYTES:
@@ -250,6 +293,8 @@ class Exchange:
             if self.upstream is not None:
                 self.upstream.write(http1.LAST_CHUNK)
             elif not self.finished:
+                if self._buffer is None:
+                    self._buffer = []
                 self._buffer.append(http1.LAST_CHUNK)
 
     # -- response, from the backend ---------------------------------------------------------------
@@ -352,7 +397,7 @@ class Exchange:
             access_log.info('%s "%s %s HTTP/%s" %d host=%s ingress=%s service=%s %.3fs',
                             self.client.client_ip, self.method.decode(),
                             self.target[:500].decode("latin-1"), self.version, self.status,
-                            self._host, ingress or "-", route.service if route else "-",
+                            self.normal_host(), ingress or "-", route.service if route else "-",
                             elapsed)
         if not tunnel:
             self.client.exchange_finished(self, self.keep_alive)

@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import socket
 
 import httptools
 
@@ -43,10 +42,18 @@ log = logging.getLogger("meshnet.ingress.server")
 
 # nginx lingering_timeout: how long input is still read (and discarded) after a rejection.
 LINGER_S = 5.0
+# Corked writes up to this size are joined into one (a TLS record holds 16 KiB).
+JOIN_MAX_BYTES = 16 * 1024
 
 
 class ClientConnection(asyncio.Protocol):
-    def __init__(self, proxy, scheme: str):
+    __slots__ = ("proxy", "settings", "scheme", "transport", "client_ip", "local_port", "trusted",
+                 "forwarded", "parser", "current", "parsing", "queue", "tunnel", "closed",
+                 "_paused", "_url", "_headers", "_head_bytes", "_reject", "_upgrade_rest",
+                 "_loop", "_cork", "_in_head", "_lingering", "_header_timer", "_idle_timer",
+                 "_idle_since", "_body_timer", "_body_activity")
+
+    def __init__(self, proxy, scheme: str, loop: asyncio.AbstractEventLoop | None = None):
         self.proxy = proxy
         self.settings = proxy.settings
         self.scheme = scheme
@@ -58,16 +65,18 @@ class ClientConnection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.current: Exchange | None = None
         self.parsing: Exchange | None = None
-        self.queue: collections.deque[Exchange] = collections.deque()
+        # Pipelined requests; a deque from the first one (the common client never pipelines).
+        self.queue: collections.deque[Exchange] | tuple = ()
         self.tunnel: asyncio.Transport | None = None
         self.closed = False
-        self._paused: set[str] = set()
+        self._paused: frozenset[str] = frozenset()  # why reading is paused; replaced, not mutated
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_bytes = 0
         self._reject = 0
         self._upgrade_rest = b""
-        self._loop = asyncio.get_running_loop()
+        # The listener passes its loop: asyncio.get_running_loop() costs a getpid() syscall.
+        self._loop = loop or asyncio.get_running_loop()
         self._cork: list[bytes] | None = None
         self._in_head = False  # between on_message_begin and on_headers_complete
         self._lingering = False  # rejected: discarding input until the close
@@ -92,9 +101,6 @@ class ClientConnection(asyncio.Protocol):
         # The X-Forwarded-* values of this connection, encoded once.
         self.forwarded = (self.client_ip.encode(), self.scheme.encode(),
                           str(self.local_port).encode())
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.proxy.connections.add(self)
         # The first request's head is timed from the connect: a slowloris that never sends a
         # byte is cut off the same as one that sends them slowly.
@@ -127,6 +133,9 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc):
         self.closed = True
+        # The parser holds our bound methods: left in place, every connection (and its
+        # transport, over TLS its SSL objects) would be a cycle only the GC frees.
+        self.parser = None
         self.proxy.connections.discard(self)
         for timer in (self._header_timer, self._idle_timer, self._body_timer):
             if timer is not None:
@@ -136,7 +145,7 @@ class ClientConnection(asyncio.Protocol):
         for ex in (self.current, *self.queue):
             if ex is not None:
                 ex.client_gone()
-        self.queue.clear()
+        self.queue = ()
 
     def pause_writing(self):
         ex = self.current
@@ -180,8 +189,15 @@ class ClientConnection(asyncio.Protocol):
         framing = "chunked" if b"transfer-encoding" in special else \
             ("length" if cl is not None else "")
         upgrade = special.get(b"upgrade") if p.should_upgrade() else None
-        ex = Exchange(self, p.get_method(), self._url, special, rest, p.get_http_version(),
-                      p.should_keep_alive(), upgrade, framing, int(cl) if cl else 0)
+        host = special.get(b"host")
+        ex = Exchange(self, p.get_method(), self._url, host, rest, p.get_http_version(),
+                      p.should_keep_alive())
+        if len(special) > (host is not None):  # fields beyond Host the proxy must handle
+            ex.special = special
+            ex.upgrade = upgrade
+            if framing:
+                ex.framing = framing
+                ex.content_length = int(cl) if cl else 0
         expect = special.get(b"expect")
         if expect is not None and expect.lower() == b"100-continue" and self.current is None:
             # Answered here (as nginx does) so the body starts flowing while the backend is
@@ -197,6 +213,8 @@ class ClientConnection(asyncio.Protocol):
             self.current = ex
             ex.start()
         else:
+            if not self.queue:
+                self.queue = collections.deque()
             self.queue.append(ex)
             self.pause_reading("pipeline")
 
@@ -210,7 +228,10 @@ class ClientConnection(asyncio.Protocol):
             self._body_timer = None
         ex, self.parsing = self.parsing, None
         if ex is not None:
-            ex.on_request_end()
+            if ex.framing:
+                ex.on_request_end()
+            else:
+                ex.request_done = True
 
     # -- used by exchanges ------------------------------------------------------------------------
 
@@ -231,6 +252,10 @@ class ClientConnection(asyncio.Protocol):
         if pending and not self.closed and not self.transport.is_closing():
             if len(pending) == 1:
                 self.transport.write(pending[0])
+            elif sum(map(len, pending)) <= JOIN_MAX_BYTES:
+                # Joined: over TLS one record instead of one per piece (uvloop encrypts each
+                # write of a writelines() on its own), over TCP one send all the same.
+                self.transport.write(b"".join(pending))
             else:
                 self.transport.writelines(pending)  # one writev, no join copy
 
@@ -241,11 +266,11 @@ class ClientConnection(asyncio.Protocol):
     def pause_reading(self, reason: str) -> None:
         if not self._paused and not self.closed:
             self.transport.pause_reading()
-        self._paused.add(reason)
+        self._paused = self._paused | {reason}
 
     def resume_reading(self, reason: str) -> None:
         if reason in self._paused:
-            self._paused.discard(reason)
+            self._paused = self._paused - {reason}
             if not self._paused and not self.closed:
                 self.transport.resume_reading()
 
@@ -311,7 +336,7 @@ class ClientConnection(asyncio.Protocol):
         self.uncork()
         self._lingering = True
         self.transport.write_eof()
-        self._paused.clear()
+        self._paused = frozenset()
         self.transport.resume_reading()
         self._call_later(LINGER_S, self.transport.close)
 
@@ -357,7 +382,8 @@ async def start_listener(proxy, host: str, port: int, ssl_context=None) -> async
     """Listen for clients; `ssl_context` makes it the HTTPS listener."""
     loop = asyncio.get_running_loop()
     scheme = "https" if ssl_context is not None else "http"
-    return await loop.create_server(lambda: ClientConnection(proxy, scheme), host, port,
+    # TCP_NODELAY: uvloop (and asyncio) set it on every TCP transport.
+    return await loop.create_server(lambda: ClientConnection(proxy, scheme, loop), host, port,
                                     ssl=ssl_context, reuse_address=True, backlog=4096,
                                     ssl_handshake_timeout=proxy.settings.header_timeout_s
                                     if ssl_context is not None else None)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 
 import httptools
 
@@ -40,6 +39,11 @@ class UpstreamClosed(Exception):
 
 
 class UpstreamConnection(asyncio.Protocol):
+    __slots__ = ("pool", "addr", "transport", "exchange", "parser", "closed", "reused",
+                 "head_only", "tunnel", "parked_at", "_loop", "_read_timer", "_read_timeout_s",
+                 "_send_timeout_s", "_send_timer", "_last_read", "_headers", "_reason",
+                 "_got_response")
+
     def __init__(self, pool: "UpstreamPool", addr: tuple[str, int]):
         self.pool = pool
         self.addr = addr
@@ -68,10 +72,7 @@ class UpstreamConnection(asyncio.Protocol):
     # -- asyncio.Protocol -----------------------------------------------------------------------
 
     def connection_made(self, transport):
-        self.transport = transport
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.transport = transport  # TCP_NODELAY: uvloop (and asyncio) set it already
 
     def data_received(self, data: bytes):
         if self.tunnel is not None:
@@ -98,6 +99,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc):
         self.closed = True
+        self.parser = None  # it holds our bound methods: a cycle only the GC would free
         self._cancel_timers()
         self.pool.forget(self)
         if self.tunnel is not None:
@@ -235,11 +237,6 @@ class UpstreamConnection(asyncio.Protocol):
                 timer.cancel()
         self._read_timer = self._send_timer = None
 
-    def park(self) -> None:
-        """Idle in the pool: not reused after IDLE_TIMEOUT_S (see UpstreamPool.sweep)."""
-        self.reused += 1
-        self.parked_at = self._loop.time()
-
 
 class UpstreamPool:
     """Idle keep-alive connections per backend address (LIFO: the warmest first)."""
@@ -259,7 +256,7 @@ class UpstreamPool:
         idle = self.idle.get(addr)
         if not idle:
             return None
-        too_old = asyncio.get_running_loop().time() - IDLE_TIMEOUT_S
+        too_old = idle[-1]._loop.time() - IDLE_TIMEOUT_S  # not get_running_loop(): a getpid()
         while idle:
             conn = idle.pop()
             if conn.closed or conn.transport.is_closing():
@@ -287,7 +284,8 @@ class UpstreamPool:
         if conn.closed or len(idle) >= MAX_IDLE_PER_BACKEND:
             conn.transport.close()
             return
-        conn.park()
+        conn.reused += 1
+        conn.parked_at = conn._loop.time()  # not reused after IDLE_TIMEOUT_S (see sweep)
         idle.append(conn)
         if self._sweeper is None:
             self._sweeper = asyncio.get_running_loop().call_later(IDLE_TIMEOUT_S / 2,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 
 import aiohttp
@@ -45,9 +46,15 @@ def backend_of(c: Cluster, host: str, p: str = "/", **kw) -> str:
 def test_creates_its_ingress_class_and_serves_readiness(cluster):
     ic = cluster.get("IngressClass", "meshnet", None)
     assert ic["spec"]["controller"] == "meshnet.io/ingress-controller"
-    ready = cluster.wait_for(lambda: urllib.request.urlopen(
-        f"http://{INGRESS_HOST}:{cluster.ingress.status_port}/ready").status == 200)
-    assert ready
+
+    def ready() -> bool:  # 503 until the first sync: urlopen raises for it
+        try:
+            return urllib.request.urlopen(
+                f"http://{INGRESS_HOST}:{cluster.ingress.status_port}/ready").status == 200
+        except urllib.error.HTTPError as exc:
+            return exc.code == 200
+
+    assert cluster.wait_for(ready, what="/ready answering 200")
 
 
 def test_path_types_and_the_mixed_case(cluster):

@@ -1,0 +1,338 @@
+"""What reaches the client, byte for byte, over real sockets: backend responses of every
+shape (a scripted backend on loopback writes exact bytes, split across reads where the case
+says so) and whether both connections stay usable after them; TLS records and session
+resumption on the HTTPS listener."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import socket
+import ssl
+
+import pytest
+
+from meshnet.ingress.certs import TLSStore, compile_certificates
+from meshnet.ingress.proxy import Proxy
+from meshnet.ingress.routes import compile_routes
+from meshnet.ingress.server import ClientConnection, start_listener
+
+from meshnet.ingress.views import view_ingress, view_secret
+
+from fakes import endpoints, ingress, path, service, views
+from pki import CA, tls_secret
+
+PROXY_HOST, BACKEND_HOST = "127.0.0.2", "127.0.0.13"
+PAUSE_S = 0.05  # between the pieces of a script: each arrives in a read of its own
+
+
+class ScriptedBackend:
+    """Answers each request head with the next script: byte strings written one by one with
+    a pause between; `None` in a script closes the connection there."""
+
+    def __init__(self):
+        self.scripts: list[list[bytes | None]] = []
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> "ScriptedBackend":
+        self.server = await asyncio.start_server(self._serve, BACKEND_HOST, 0)
+        return self
+
+    @property
+    def port(self) -> int:
+        return self.server.sockets[0].getsockname()[1]
+
+    async def _serve(self, reader, writer):
+        self.connections += 1
+        try:
+            while self.scripts:
+                self.requests.append(await reader.readuntil(b"\r\n\r\n"))
+                for piece in self.scripts.pop(0):
+                    if piece is None:
+                        return
+                    writer.write(piece)
+                    await writer.drain()
+                    await asyncio.sleep(PAUSE_S)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+async def relay():
+    backend = await ScriptedBackend().start()
+    proxy = Proxy()
+    proxy.table = compile_routes(*views(
+        [ingress("i", {"a.com": [path("/", "web")]})], [service("web")],
+        [endpoints("web", [BACKEND_HOST], {"http": backend.port})]))[0]
+    server = await start_listener(proxy, PROXY_HOST, 0)
+    yield proxy, backend, server.sockets[0].getsockname()[1]
+    server.close()
+    for conn in list(proxy.connections):
+        conn.transport.abort()
+    proxy.pool.close()
+    backend.server.close()
+
+
+async def exchange(reader, writer, request: bytes, expected_len: int) -> bytes:
+    writer.write(request)
+    return await asyncio.wait_for(reader.readexactly(expected_len), 5)
+
+
+HEAD = b"Server: b\r\nDate: d\r\n"
+GET = b"GET / HTTP/1.1\r\nHost: a.com\r\n\r\n"
+
+# (description, request, backend script, exact bytes the client gets)
+CASES = [
+    ("head and body split across reads",
+     GET, [b"HTTP/1.1 200 OK\r\nServer: b\r\n", b"Date: d\r\nContent-Length: 5\r\n\r\nhe",
+           b"llo"],
+     b"HTTP/1.1 200 OK\r\n" + HEAD + b"Content-Length: 5\r\n\r\nhello"),
+    ("the status line alone in a read, the reason phrase kept",
+     GET, [b"HTTP/1.1 200 All Good\r\n", HEAD + b"Content-Length: 2\r\n\r\nok"],
+     b"HTTP/1.1 200 All Good\r\n" + HEAD + b"Content-Length: 2\r\n\r\nok"),
+    ("chunked from the backend, chunked again for the client",
+     GET, [b"HTTP/1.1 200 OK\r\n" + HEAD + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+           b"0\r\n\r\n"],
+     b"HTTP/1.1 200 OK\r\n" + HEAD + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+     b"0\r\n\r\n"),
+    ("1xx interim responses are dropped, the final one forwarded",
+     GET, [b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n",
+           b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n" + HEAD +
+           b"Content-Length: 2\r\n\r\nok"],
+     b"HTTP/1.1 200 OK\r\n" + HEAD + b"Content-Length: 2\r\n\r\nok"),
+    ("HEAD: the head only, Content-Length as the backend said",
+     GET.replace(b"GET", b"HEAD"), [b"HTTP/1.1 200 OK\r\n" + HEAD + b"Content-Length: 5\r\n\r\n"],
+     b"HTTP/1.1 200 OK\r\n" + HEAD + b"Content-Length: 5\r\n\r\n"),
+    ("204 has no body", GET, [b"HTTP/1.1 204 No Content\r\n" + HEAD + b"\r\n"],
+     b"HTTP/1.1 204 No Content\r\n" + HEAD + b"\r\n"),
+    ("304 has no body, whatever Content-Length says",
+     GET, [b"HTTP/1.1 304 Not Modified\r\n" + HEAD + b"Content-Length: 9\r\n\r\n"],
+     b"HTTP/1.1 304 Not Modified\r\n" + HEAD + b"Content-Length: 9\r\n\r\n"),
+    ("hop-by-hop fields, and those Connection names, are dropped",
+     GET, [b"HTTP/1.1 200 OK\r\n" + HEAD + b"Connection: keep-alive, X-Secret\r\n"
+           b"X-Secret: s\r\nKeep-Alive: timeout=5\r\nX-Kept: 1\r\nContent-Length: 2\r\n\r\nok"],
+     b"HTTP/1.1 200 OK\r\n" + HEAD + b"X-Kept: 1\r\nContent-Length: 2\r\n\r\nok"),
+    ("an HTTP/1.0 body delimited by the close, chunked for the HTTP/1.1 client",
+     GET, [b"HTTP/1.0 200 OK\r\n" + HEAD + b"\r\nabc", None],
+     b"HTTP/1.1 200 OK\r\n" + HEAD + b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"
+     b"0\r\n\r\n"),
+]
+
+
+@pytest.mark.parametrize("desc,request_,script,expected", CASES, ids=[c[0] for c in CASES])
+async def test_response_shapes_and_keep_alive_after_them(relay, desc, request_, script,
+                                                        expected):
+    proxy, backend, port = relay
+    backend.scripts += [script, [b"HTTP/1.1 200 OK\r\n" + HEAD + b"Content-Length: 4\r\n\r\nnext"]]
+    reader, writer = await asyncio.open_connection(PROXY_HOST, port)
+    try:
+        assert await exchange(reader, writer, request_, len(expected)) == expected, desc
+        # The client connection is still good for the next request ...
+        second = b"HTTP/1.1 200 OK\r\n" + HEAD + b"Content-Length: 4\r\n\r\nnext"
+        assert await exchange(reader, writer, GET, len(second)) == second, desc
+    finally:
+        writer.close()
+    # ... and the backend connection was reused unless the response ended with its close.
+    assert backend.connections == (2 if None in script else 1), desc
+    assert backend.requests[0].startswith(request_.split(b"\r\n")[0] + b"\r\n")
+
+
+async def test_backend_asking_to_close_is_not_reused_but_the_client_stays(relay):
+    proxy, backend, port = relay
+    backend.scripts += [[b"HTTP/1.1 200 OK\r\n" + HEAD + b"Connection: close\r\n"
+                         b"Content-Length: 2\r\n\r\nok"],
+                        [b"HTTP/1.1 200 OK\r\n" + HEAD + b"Content-Length: 2\r\n\r\nok"]]
+    reader, writer = await asyncio.open_connection(PROXY_HOST, port)
+    try:
+        expected = b"HTTP/1.1 200 OK\r\n" + HEAD + b"Content-Length: 2\r\n\r\nok"
+        assert await exchange(reader, writer, GET, len(expected)) == expected
+        assert await exchange(reader, writer, GET, len(expected)) == expected
+    finally:
+        writer.close()
+    assert backend.connections == 2 and proxy.pool.connects == 2
+
+
+async def test_backend_closing_mid_body_aborts_the_client(relay):
+    """A truncated response must not look complete: the client connection is cut."""
+    proxy, backend, port = relay
+    backend.scripts.append([b"HTTP/1.1 200 OK\r\n" + HEAD + b"Content-Length: 10\r\n\r\n",
+                            b"half", None])
+    reader, writer = await asyncio.open_connection(PROXY_HOST, port)
+    writer.write(GET)
+    try:
+        out = await asyncio.wait_for(reader.read(-1), 5)
+    except ConnectionResetError:
+        out = b"reset"
+    finally:
+        writer.close()
+    assert out == b"reset" or out.endswith(b"\r\n\r\nhalf"), out  # 4 of 10 bytes, then cut
+    assert proxy.upstream_failures.get("response") == 1
+
+
+async def test_accepted_connections_have_nodelay(relay):
+    """The proxy relies on the event loop setting TCP_NODELAY (it does not set it itself)."""
+    proxy, backend, port = relay
+    backend.scripts.append([b"HTTP/1.1 200 OK\r\n" + HEAD + b"Content-Length: 2\r\n\r\nok"])
+    reader, writer = await asyncio.open_connection(PROXY_HOST, port)
+    try:
+        await exchange(reader, writer, GET, 10)
+        (conn,) = proxy.connections
+        sock = conn.transport.get_extra_info("socket")
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        (upstream,) = proxy.pool.idle[(BACKEND_HOST, backend.port)]
+        sock = upstream.transport.get_extra_info("socket")
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    finally:
+        writer.close()
+
+
+async def test_a_table_swap_reroutes_a_path_already_seen(relay):
+    """Routes are cached per (Host, path); publishing a table drops the cache."""
+    proxy, backend, port = relay
+    body = b"HTTP/1.1 200 OK\r\n" + HEAD + b"Content-Length: 2\r\n\r\nok"
+    backend.scripts.append([body])
+    reader, writer = await asyncio.open_connection(PROXY_HOST, port)
+    try:
+        assert await exchange(reader, writer, GET, len(body)) == body
+        proxy.table = compile_routes(*views([ingress("j", {"b.com": [path("/", "web")]})],
+                                            [service("web")],
+                                            [endpoints("web", [BACKEND_HOST],
+                                                       {"http": backend.port})]))[0]
+        writer.write(GET)  # a.com/ is not routed any more
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 404 ")
+    finally:
+        writer.close()
+
+
+def tls_records(data: bytes) -> list[tuple[int, int]]:
+    """(content type, length) of each TLS record in `data` (which holds whole records)."""
+    records, at = [], 0
+    while at < len(data):
+        records.append((data[at], int.from_bytes(data[at + 3:at + 5], "big")))
+        at += 5 + records[-1][1]
+    return records
+
+
+async def test_a_small_response_is_one_tls_record(relay):
+    """Head and body are written together: over TLS one record, not one per piece."""
+    proxy, backend, _ = relay
+    ca = CA()
+    cert, key = ca.issue("a.com")
+    tls = TLSStore(cert, key)
+    server = await start_listener(proxy, PROXY_HOST, 0, tls.listener_context)
+    port = server.sockets[0].getsockname()[1]
+    body = b"HTTP/1.1 200 OK\r\n" + HEAD + b"Content-Length: 2\r\n\r\nok"
+    backend.scripts += [[body], [body]]
+    ctx = ssl.create_default_context(cadata=ca.pem.decode())
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls_client = ctx.wrap_bio(incoming, outgoing, server_hostname="a.com")
+    reader, writer = await asyncio.open_connection(PROXY_HOST, port)
+
+    async def round_trip() -> bytes:
+        """Flush what the client has to send, then read until the response is complete;
+        returns the raw TLS bytes that arrived."""
+        raw, plain = b"", b""
+        writer.write(outgoing.read())
+        while not plain.endswith(b"ok"):
+            chunk = await asyncio.wait_for(reader.read(65536), 5)
+            assert chunk, "the proxy closed the connection"
+            raw += chunk
+            incoming.write(chunk)
+            try:
+                while True:  # one record per read()
+                    plain += tls_client.read(65536)
+            except ssl.SSLWantReadError:
+                pass
+            writer.write(outgoing.read())
+        return raw
+
+    try:
+        while True:
+            try:
+                tls_client.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                writer.write(outgoing.read())
+                incoming.write(await asyncio.wait_for(reader.read(65536), 5))
+        tls_client.write(GET)
+        await round_trip()  # the first answer may share reads with session tickets
+        tls_client.write(GET)
+        raw = await round_trip()
+        assert tls_records(raw) == [(23, len(body) + 17)]  # one application_data record
+    finally:
+        writer.close()
+        server.close()
+
+
+async def test_tls_sessions_resume_whichever_certificate_sni_picks(relay):
+    """A client that reconnects resumes its TLS session (as browsers and wrk do, and as nginx
+    allows), also when the SNI callback switched the connection to an Ingress's certificate."""
+    proxy, backend, _ = relay
+    ca = CA()
+    store = TLSStore(*ca.issue("default.test"))
+    secret = tls_secret("a-cert", *ca.issue("a.com"))
+    table, problems = compile_certificates(
+        [view_ingress(ingress("i", {"a.com": [path("/", "web")]}, tls=[(["a.com"], "a-cert")]))],
+        {"default/a-cert": view_secret(secret)})
+    assert problems == ()
+    store.update(table)
+    server = await start_listener(proxy, PROXY_HOST, 0, store.listener_context)
+    port = server.sockets[0].getsockname()[1]
+    body = b"HTTP/1.1 200 OK\r\n" + HEAD + b"Content-Length: 2\r\n\r\nok"
+
+    def connect_twice(sni: str | None) -> list[tuple[str, bool]]:
+        ctx = ssl.create_default_context(cadata=ca.pem.decode())
+        ctx.check_hostname = False  # the default certificate is not for the name asked
+        session, seen = None, []
+        for _ in range(2):
+            with socket.create_connection((PROXY_HOST, port), timeout=5) as sock, \
+                    ctx.wrap_socket(sock, server_hostname=sni, session=session) as tls:
+                tls.sendall(GET)
+                answer = b""
+                while not answer.endswith(b"ok"):  # reading takes the session tickets in
+                    answer += tls.recv(65536)
+                subject = dict(item[0] for item in tls.getpeercert()["subject"])
+                seen.append((subject["commonName"], tls.session_reused))
+                session = tls.session
+        return seen
+
+    try:
+        for sni, cn in (("a.com", "a.com"), ("b.com", "default.test"), (None, "default.test")):
+            backend.scripts += [[body], [body]]
+            seen = await asyncio.get_running_loop().run_in_executor(None, connect_twice, sni)
+            assert seen == [(cn, False), (cn, True)], sni
+    finally:
+        server.close()
+
+
+async def test_closed_client_connections_leave_no_cycle_for_the_gc(relay):
+    """A finished connection is freed by reference counting the moment it closes: the
+    parser's bound methods are let go, or every connection -- over TLS with its SSL objects
+    -- would wait for a garbage collection."""
+    proxy, backend, port = relay
+    body = b"HTTP/1.1 200 OK\r\n" + HEAD + b"Content-Length: 2\r\n\r\nok"
+    close = GET.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)  # what a collection finds stays in gc.garbage to look at
+    try:
+        for _ in range(20):
+            backend.scripts.append([body])
+            reader, writer = await asyncio.open_connection(PROXY_HOST, port)
+            writer.write(close)
+            assert (await asyncio.wait_for(reader.read(-1), 5)).endswith(b"ok")
+            writer.close()
+            await writer.wait_closed()
+        await asyncio.sleep(0.1)  # the proxy side's connection_lost runs
+        assert not proxy.connections
+        gc.collect()
+        assert [o for o in gc.garbage if isinstance(o, ClientConnection)] == []
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
