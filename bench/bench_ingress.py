@@ -359,6 +359,27 @@ def render(rows: list[tuple], args, direct: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def summary_lines(rows: list[tuple]) -> list[dict]:
+    """bench/run's lines (bench/summary.py), computed as in `render`."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import summary
+
+    out = []
+    for mode, rounds in rows:
+        ng, me = median_by(rounds, 0, "rps"), median_by(rounds, 1, "rps")
+        ratio = statistics.median(m["rps"] / n["rps"] for n, m in rounds)
+        per_cpu = statistics.median((m["rps"] / m["cpu"]) / (n["rps"] / n["cpu"])
+                                    for n, m in rounds)
+        out.append(summary.line("ingress", f"requests/s, {mode}", f"{me['rps']:,.0f}",
+                                f"{ng['rps']:,.0f} (nginx)", ratio, "≥ 0.5", ratio >= 0.5))
+        out.append(summary.line("ingress", f"requests per CPU-second, {mode}", "—",
+                                "— (nginx)", per_cpu))
+        out.append(summary.line("ingress", f"p99, {mode}", f"{me['p99_us'] / 1000:.2f} ms",
+                                f"{ng['p99_us'] / 1000:.2f} ms (nginx)",
+                                ng["p99_us"] / me["p99_us"]))
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seconds", type=float, default=8.0)
@@ -367,6 +388,7 @@ def main() -> None:
                    help="alternating nginx/meshnet measurements per mode; medians reported")
     p.add_argument("--profile", metavar="DIR", help="py-spy profiles of meshnet-ingress")
     p.add_argument("--modes", default="", help="comma-separated mode numbers (default all)")
+    p.add_argument("--summary", help="also write this run's lines for bench/run to this file")
     p.add_argument("--nginx-debian-tls", action="store_true",
                    help="nginx on Debian's TLS defaults (TLS 1.2 at most, tickets) instead of "
                         "ingress-nginx's")
@@ -431,6 +453,10 @@ def main() -> None:
     path.write_text(report)
     print(report)
     print(f"written to {path}")
+    if args.summary:
+        import summary
+
+        summary.write(args.summary, summary_lines(rows))
 
 
 if __name__ == "__main__":
