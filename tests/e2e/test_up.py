@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from netns import wait_for
+from netns import free_subnet, wait_for
 
 BIN = Path(sys.executable).parent
 MESHCTL = str(BIN / "meshctl")
@@ -113,21 +113,7 @@ def free_port() -> int:
 
 def free_link_cidr() -> str:
     """A /30 in 172.31.0.0/16 that no address or route of the host touches."""
-    used = subprocess.run(["ip", "-4", "route", "show", "table", "all"], capture_output=True,
-                          text=True).stdout + subprocess.run(
-        ["ip", "-o", "-4", "addr"], capture_output=True, text=True).stdout
-    nets = []
-    for word in used.split():
-        try:
-            nets.append(ipaddress.ip_network(word, strict=False))
-        except ValueError:
-            pass
-    for _ in range(100):
-        cand = ipaddress.ip_network(f"172.31.{secrets.randbelow(250)}."
-                                    f"{secrets.randbelow(64) * 4}/30")
-        if not any(cand.overlaps(n) for n in nets if n.prefixlen):
-            return str(cand)
-    raise AssertionError("no free /30 in 172.31.0.0/16")
+    return free_subnet("172.31.0.0/16", 30)
 
 
 class RefusingDNS:
