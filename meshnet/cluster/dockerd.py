@@ -10,8 +10,9 @@ how its pieces are found again:
   the container IDs under `<data-root>/containers/`, which name their cgroup.
 - Overlay and bind mounts under the directory stay mounted after a crash.
 
-`leftovers()` kills exactly those (by PID, never by name) and unmounts those mounts. After a
-clean stop (the agent removed its containers, then dockerd stopped containerd) it finds nothing.
+`leftovers()` kills exactly those (by PID, never by name), unmounts those mounts and removes
+the pid file of a dockerd that is gone. After a clean stop (the agent removed its containers,
+then dockerd stopped containerd) it finds nothing.
 """
 
 from __future__ import annotations
@@ -75,9 +76,41 @@ def mounts_under(root: Path) -> list[str]:
     return [t for t in targets if t.startswith(prefix)]
 
 
+def _alive(pid: int) -> bool:
+    """Running, not a zombie: a SIGKILLed dockerd stays a zombie where nobody reaps orphans
+    (PID 1 of a container often does not), and dockerd counts that as running."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+# dockerd's own, and the containerd it supervises (under its exec root): each refuses to start,
+# or waits for a process that is not there, while its pid file names a process that "exists".
+PIDFILES = ("docker.pid", "exec/containerd/containerd.pid")
+
+
+def stale_pidfiles(docker_dir: Path) -> list[Path]:
+    """The pid files under `docker_dir` whose process is gone or a zombie."""
+    stale = []
+    for name in PIDFILES:
+        pidfile = docker_dir / name
+        try:
+            text = pidfile.read_text().strip()
+        except FileNotFoundError:
+            continue
+        pid = int(text) if text.isdigit() else 0
+        if not pid or not _alive(pid):
+            stale.append(pidfile)
+    return stale
+
+
 def leftovers(docker_dir: Path) -> list[str]:
     """SIGKILL what a killed dockerd left running and unmount its mounts; the problems."""
     problems = []
+    for stale in stale_pidfiles(docker_dir):
+        stale.unlink(missing_ok=True)
     for pid in leftover_pids(docker_dir):
         try:
             os.kill(pid, signal.SIGKILL)
