@@ -287,13 +287,17 @@ def write_queries(path: Path, lines: list[str]) -> Path:
     return path
 
 
-def cluster_queries(services: list[dict]) -> list[str]:
-    out = []
+def bench_names(services: list[dict]):
+    """(namespace, name, service FQDN) of the bench's own Services."""
     for svc in services:
         ns, name = svc["metadata"]["namespace"], svc["metadata"]["name"]
-        if not ns.startswith("bench"):
-            continue
-        fqdn = f"{name}.{ns}.svc.{ZONE}"
+        if ns.startswith("bench"):
+            yield ns, name, f"{name}.{ns}.svc.{ZONE}"
+
+
+def cluster_queries(services: list[dict]) -> list[str]:
+    out = []
+    for _, _, fqdn in bench_names(services):
         out += [f"{fqdn} A"] * 4 + [f"_http._tcp.{fqdn} SRV"]
     random.Random(1).shuffle(out)
     return out
@@ -302,11 +306,7 @@ def cluster_queries(services: list[dict]) -> list[str]:
 def nxdomain_queries(services: list[dict]) -> list[str]:
     """The search-path expansions a pod with ndots:5 in namespace <ns> tries first."""
     out = []
-    for svc in services:
-        ns, name = svc["metadata"]["namespace"], svc["metadata"]["name"]
-        if not ns.startswith("bench"):
-            continue
-        fqdn = f"{name}.{ns}.svc.{ZONE}"
+    for ns, name, fqdn in bench_names(services):
         out += [f"{fqdn}.{ns}.svc.{ZONE} A", f"{fqdn}.svc.{ZONE} A",
                 f"{fqdn}.{ZONE} A", f"api{name[3:]}.example.com.{ns}.svc.{ZONE} A"]
     random.Random(2).shuffle(out)

@@ -19,6 +19,24 @@ BIN = Path(sys.executable).parent
 READY_TIMEOUT_S = 30.0
 
 
+def kill_process(proc: subprocess.Popen | None) -> None:
+    """SIGKILL a process this test started and reap it; returns None for `self.proc = ...`."""
+    if proc is not None:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+
+
+def stop_process(proc: subprocess.Popen | None, grace_s: float = 10) -> None:
+    """SIGTERM a process this test started, SIGKILL after `grace_s`, reap it; returns None."""
+    if proc is not None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
 class ApiServer:
     def __init__(self, data_dir: Path, extra_args: list[str]):
         self.data_dir = data_dir
@@ -70,20 +88,10 @@ class ApiServer:
 
     def kill(self) -> None:
         """SIGKILL: the crash case."""
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-            self.proc = None
+        self.proc = kill_process(self.proc)
 
     def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-            self.proc = None
+        self.proc = stop_process(self.proc, 15)
 
     def restart(self, *, kill: bool = False) -> None:
         self.kill() if kill else self.stop()

@@ -11,7 +11,6 @@ helpers) holds the CA, the member's certificate and a client certificate.
 from __future__ import annotations
 
 import json
-import signal
 import socket
 import ssl
 import subprocess
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import kill_process, stop_process
 from meshnet.control.apiserver.certs import issue_cert, new_ca, write_cert
 
 READY_TIMEOUT_S = 30.0
@@ -117,20 +117,10 @@ class EtcdMember:
             return False
 
     def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-            self.proc = None
+        self.proc = kill_process(self.proc)
 
     def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-            self.proc = None
+        self.proc = stop_process(self.proc)
 
 
 class EtcdCluster:
