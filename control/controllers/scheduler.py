@@ -10,7 +10,10 @@ is not being deleted. Scheduling one pod (kube-scheduler's cycle, reduced):
   room for the pod's requests (CPU, memory, pod count) next to the requests of the pods already
   bound to it (`status.allocatable`, falling back to `capacity`);
 - score (`score_node`): kube's LeastAllocated — the mean over CPU and memory of the free
-  fraction after placing the pod; highest wins, ties go to the node name;
+  fraction after placing the pod; highest wins, ties go to the node name. As in kube, the
+  score counts a container that requests no CPU or no memory as 100m / 200 MiB (the filter
+  uses the real requests), so pods without requests spread over the nodes instead of piling
+  onto the first;
 - bind: one update setting `spec.nodeName` (validation allows setting it once), the
   PodScheduled condition True, and a `Scheduled` Event;
 - no node fits: the pod stays Pending with PodScheduled=False/Unschedulable and a Warning
@@ -28,6 +31,7 @@ import logging
 import re
 from collections import Counter
 from decimal import Decimal, InvalidOperation
+from typing import NamedTuple
 
 from meshnet.api import errors
 from meshnet.api.resources import lookup
@@ -45,6 +49,10 @@ SCHEDULER_NAME = "default-scheduler"
 COMPONENT = "default-scheduler"
 # kubelet's default --max-pods, used when a node reports no pod capacity.
 DEFAULT_MAX_PODS = 110
+# kube-scheduler's scoring defaults for a container without a request (pkg/scheduler/util:
+# DefaultMilliCPURequest, DefaultMemoryRequest).
+NONZERO_CPU_M = 100
+NONZERO_MEMORY_BYTES = 200 * 2 ** 20
 # kube-scheduler's reason strings (FitError histogram entries).
 NOT_READY = "node(s) were not ready"
 UNSCHEDULABLE = "node(s) were unschedulable"
@@ -77,9 +85,9 @@ def parse_quantity(value) -> Decimal:
         raise ValueError(f"quantity {value!r}: not a number") from None
 
 
-def _requests(container: dict) -> tuple[int, int]:
+def _requests(container: dict, nonzero: bool) -> tuple[int, int]:
     req = ((container.get("resources") or {}).get("requests")) or {}
-    cpu = mem = 0
+    cpu, mem = (NONZERO_CPU_M, NONZERO_MEMORY_BYTES) if nonzero else (0, 0)
     try:
         if "cpu" in req:
             cpu = int(parse_quantity(req["cpu"]) * 1000)
@@ -90,18 +98,29 @@ def _requests(container: dict) -> tuple[int, int]:
     return cpu, mem
 
 
-def pod_requests(pod: dict) -> tuple[int, int]:
+def pod_requests(pod: dict, *, nonzero: bool = False) -> tuple[int, int]:
     """(milli-CPU, memory bytes) the pod asks for: containers summed, each init container on
-    its own, the larger of the two (kube's resource.PodRequests)."""
+    its own, the larger of the two (kube's resource.PodRequests). With `nonzero`, a container
+    without a CPU or memory request counts the scoring defaults instead of nothing."""
     spec = pod.get("spec") or {}
     cpu = mem = 0
     for c in spec.get("containers") or ():
-        c_cpu, c_mem = _requests(c)
+        c_cpu, c_mem = _requests(c, nonzero)
         cpu, mem = cpu + c_cpu, mem + c_mem
     for c in spec.get("initContainers") or ():
-        c_cpu, c_mem = _requests(c)
+        c_cpu, c_mem = _requests(c, nonzero)
         cpu, mem = max(cpu, c_cpu), max(mem, c_mem)
     return cpu, mem
+
+
+class NodeUsage(NamedTuple):
+    """What the active pods bound to a node request: the real sums (the filter's) and the sums
+    with the scoring defaults (the score's)."""
+    cpu: int = 0
+    memory: int = 0
+    pods: int = 0
+    score_cpu: int = 0
+    score_memory: int = 0
 
 
 def node_allocatable(node: dict) -> tuple[int | None, int | None, int]:
@@ -173,13 +192,15 @@ def node_fit(pod: dict, node: dict, used: tuple[int, int, int]) -> list[str]:
     return reasons
 
 
-def score_node(pod: dict, node: dict, used: tuple[int, int, int]) -> float:
+def score_node(pod: dict, node: dict, used: NodeUsage) -> float:
     """kube's LeastAllocated score (0-100): the mean free fraction of CPU and memory after
-    placing the pod. A resource the node does not report counts as fully free."""
-    cpu, mem = pod_requests(pod)
+    placing the pod, counting requests with the scoring defaults. A resource the node does not
+    report counts as fully free."""
+    cpu, mem = pod_requests(pod, nonzero=True)
     alloc_cpu, alloc_mem, _ = node_allocatable(node)
     scores = []
-    for alloc, requested in ((alloc_cpu, used[0] + cpu), (alloc_mem, used[1] + mem)):
+    for alloc, requested in ((alloc_cpu, used.score_cpu + cpu),
+                             (alloc_mem, used.score_memory + mem)):
         if not alloc:
             scores.append(100.0)
         else:
@@ -187,29 +208,29 @@ def score_node(pod: dict, node: dict, used: tuple[int, int, int]) -> float:
     return sum(scores) / len(scores)
 
 
-def node_usage(pods: list[dict]) -> dict[str, tuple[int, int, int]]:
-    """node name -> (milli-CPU, memory, pod count) requested by the active pods bound to it."""
-    usage: dict[str, list[int]] = {}
+def node_usage(pods: list[dict]) -> dict[str, NodeUsage]:
+    """node name -> what the active pods bound to it request."""
+    usage: dict[str, NodeUsage] = {}
     for pod in pods:
         node = (pod.get("spec") or {}).get("nodeName")
         if not node or not pod_active(pod):
             continue
         cpu, mem = pod_requests(pod)
-        entry = usage.setdefault(node, [0, 0, 0])
-        entry[0] += cpu
-        entry[1] += mem
-        entry[2] += 1
-    return {name: (v[0], v[1], v[2]) for name, v in usage.items()}
+        score_cpu, score_mem = pod_requests(pod, nonzero=True)
+        u = usage.get(node, NodeUsage())
+        usage[node] = NodeUsage(u.cpu + cpu, u.memory + mem, u.pods + 1,
+                                u.score_cpu + score_cpu, u.score_memory + score_mem)
+    return usage
 
 
 def choose_node(pod: dict, nodes: list[dict],
-                usage: dict[str, tuple[int, int, int]]) -> tuple[str | None, str]:
+                usage: dict[str, NodeUsage]) -> tuple[str | None, str]:
     """(node name, "") for the best node, or (None, kube's FitError message)."""
     best: tuple[float, str] | None = None
     reasons: Counter[str] = Counter()
     for node in nodes:
         name = node["metadata"]["name"]
-        used = usage.get(name, (0, 0, 0))
+        used = usage.get(name, NodeUsage())
         why = node_fit(pod, node, used)
         if why:
             reasons.update(why)

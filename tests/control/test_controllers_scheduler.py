@@ -9,8 +9,8 @@ from decimal import Decimal
 import pytest
 
 from meshnet.control.controllers.scheduler import (
-    Scheduler, choose_node, fit_error, node_fit, node_usage, parse_quantity, pod_requests,
-    score_node,
+    NodeUsage, Scheduler, choose_node, fit_error, node_fit, node_usage, parse_quantity,
+    pod_requests, score_node,
 )
 
 from controllers_helpers import EVENTS, PODS, create_namespace, eventually, make_registry
@@ -74,16 +74,21 @@ def node(name, cpu="2", mem="4Gi", pods="110", *, ready=True, unschedulable=Fals
                                        "status": "True" if ready else "False"}]}}
 
 
+MI = 2 ** 20
 REQUEST_CASES = [
-    ("no requests", pod(), (0, 0)),
-    ("one container", pod(cpu="500m", mem="64Mi"), (500, 64 * 2 ** 20)),
-    ("a bigger init container wins", pod(cpu="100m", init={"cpu": "1"}), (1000, 0)),
+    ("no requests", pod(), (0, 0), (100, 200 * MI)),
+    ("one container", pod(cpu="500m", mem="64Mi"), (500, 64 * MI), (500, 64 * MI)),
+    ("cpu only: memory takes the scoring default", pod(cpu="250m"), (250, 0), (250, 200 * MI)),
+    ("a bigger init container wins", pod(cpu="100m", init={"cpu": "1"}), (1000, 0),
+     (1000, 200 * MI)),
 ]
 
 
-@pytest.mark.parametrize("desc,p,expected", REQUEST_CASES, ids=[c[0] for c in REQUEST_CASES])
-def test_pod_requests(desc, p, expected):
+@pytest.mark.parametrize("desc,p,expected,nonzero", REQUEST_CASES,
+                         ids=[c[0] for c in REQUEST_CASES])
+def test_pod_requests(desc, p, expected, nonzero):
     assert pod_requests(p) == expected
+    assert pod_requests(p, nonzero=True) == nonzero
 
 
 NOSCHED = {"key": "dedicated", "value": "db", "effect": "NoSchedule"}
@@ -116,9 +121,13 @@ def test_node_fit(desc, p, n, used, expected):
 
 
 SCORE_CASES = [
-    ("empty node, no requests", pod(), node("a"), (0, 0, 0), 100.0),
-    ("half the cpu, no memory", pod(cpu="1"), node("a"), (0, 0, 0), 75.0),
-    ("existing usage counts", pod(cpu="1"), node("a"), (1000, 2 * 2 ** 30, 2), 25.0),
+    # 2 CPUs and 4 GiB; no request scores as 100m and 200 MiB
+    ("empty node, no requests", pod(), node("a"), NodeUsage(), (95.0 + 95.1171875) / 2),
+    ("half the cpu and the memory", pod(cpu="1", mem="2Gi"), node("a"), NodeUsage(), 50.0),
+    ("existing usage counts with its scoring defaults", pod(cpu="1", mem="1Gi"), node("a"),
+     NodeUsage(1000, 0, 1, 1000, 2 * 2 ** 30), (0.0 + 25.0) / 2),
+    ("a node reporting nothing is all free", pod(), {"metadata": {"name": "x"}, "status": {}},
+     NodeUsage(), 100.0),
 ]
 
 
@@ -131,6 +140,10 @@ CHOOSE_CASES = [
     ("least busy by requests wins", pod(cpu="500m"), [node("a"), node("b")],
      [pod("x", cpu="1", node="a")], ("b", "")),
     ("ties go to the first name", pod(), [node("b"), node("a")], [], ("a", "")),
+    ("pods without requests spread: the emptier node wins", pod(), [node("a"), node("b")],
+     [pod("x", node="a")], ("b", "")),
+    ("but real requests still weigh more", pod(), [node("a"), node("b")],
+     [pod("x", node="a"), pod("y", cpu="1", node="b")], ("a", "")),
     ("finished pods do not count", pod(cpu="500m"), [node("a"), node("b")],
      [pod("x", cpu="1", node="a", phase="Succeeded"), pod("y", cpu="100m", node="b")],
      ("a", "")),
