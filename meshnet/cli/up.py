@@ -191,16 +191,16 @@ def _bring_up(plan: ClusterPlan, state: sup.State, progress: _Progress, timeout:
 
     progress.step(f"API server on {plan.api_url}")
     api = sup.start(plan, specs["apiserver"], state)
-    client = _wait(lambda: _api_client(plan, api), "the API server", api, timeout)
+    client = wait_until(lambda: _api_client(plan, api), "the API server", api, timeout)
     progress.done()
 
     progress.step(f"relay: API server for the node at {plan.node_api_url}, ingress on "
                   f"127.0.0.1:{plan.http_port}/{plan.https_port}")
     relay = sup.start(plan, specs["relay"], state)
-    _wait(lambda: "relay ready" in Path(relay["log"]).read_text(errors="replace"),
-          "the relay", relay, timeout)
+    wait_until(lambda: "relay ready" in Path(relay["log"]).read_text(errors="replace"),
+               "the relay", relay, timeout)
     _write_node_kubeconfig(plan)
-    _wait(lambda: _kube_dns(plan, client), "the kube-dns Service", api, timeout)
+    wait_until(lambda: ensure_kube_dns(plan, client), "the kube-dns Service", api, timeout)
     progress.done()
 
     node_specs = [specs[n] for n in ("dockerd", "agent", "proxy", "dns", "ingress") if n in specs]
@@ -208,19 +208,19 @@ def _bring_up(plan: ClusterPlan, state: sup.State, progress: _Progress, timeout:
     recs = {}
     if "dockerd" in specs:  # the agent checks at start that dockerd answers
         recs["dockerd"] = sup.start(plan, specs["dockerd"], state)
-        _wait(lambda: _ready_ok(specs["dockerd"].ready_url), f"dockerd ({plan.docker_socket})",
-              recs["dockerd"], timeout)
+        wait_until(lambda: ready_ok(specs["dockerd"].ready_url), f"dockerd ({plan.docker_socket})",
+                   recs["dockerd"], timeout)
     recs.update({s.name: sup.start(plan, s, state) for s in node_specs if s.name not in recs})
     for s in node_specs:
-        _wait(lambda s=s: _ready_ok(s.ready_url), f"meshnet-{s.name} ({s.ready_url})",
-              recs[s.name], timeout)
-    _wait(lambda: _node_ready(client, plan.node_name), f"node {plan.node_name} Ready",
-          recs["agent"], timeout)
+        wait_until(lambda s=s: ready_ok(s.ready_url), f"meshnet-{s.name} ({s.ready_url})",
+                   recs[s.name], timeout)
+    wait_until(lambda: node_ready(client, plan.node_name), f"node {plan.node_name} Ready",
+               recs["agent"], timeout)
     progress.done()
     client.close()
 
 
-def _wait(predicate, what: str, rec: dict, timeout: float):
+def wait_until(predicate, what: str, rec: dict, timeout: float):
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -259,7 +259,7 @@ def _write_node_kubeconfig(plan: ClusterPlan) -> None:
         yaml.safe_dump(doc, f)
 
 
-def _kube_dns(plan: ClusterPlan, client: RestClient) -> bool:
+def ensure_kube_dns(plan: ClusterPlan, client: RestClient) -> bool:
     services, endpoints = lookup("services"), lookup("endpoints")
     svc = client.get(services, "kube-dns", "kube-system")
     if (svc.get("spec") or {}).get("selector"):
@@ -276,14 +276,14 @@ def _kube_dns(plan: ClusterPlan, client: RestClient) -> bool:
     return True
 
 
-def _ready_ok(url: str) -> bool:
+def ready_ok(url: str) -> bool:
     if url.startswith("unix:"):
         return dockerd.ping(url[len("unix:"):])
     with urllib.request.urlopen(url, timeout=2) as resp:
         return resp.status == 200
 
 
-def _node_ready(client: RestClient, node: str) -> bool:
+def node_ready(client: RestClient, node: str) -> bool:
     obj = client.get(lookup("nodes"), node)
     return any(c.get("type") == "Ready" and c.get("status") == "True"
                for c in (obj.get("status") or {}).get("conditions") or [])
@@ -342,7 +342,7 @@ def _teardown(session, state: sup.State, *, crashed: bool) -> list[str]:
             problems.append(f"stopping {name} (pid {rec['pid']}): {exc}")
         session.out(f"  {name:<10} pid {rec['pid']:<8} {result}\n")
     if not agent_was_alive or crashed:
-        problems += _pod_leftovers(Path(state.data.get("agent_state", "")))
+        problems += pod_leftovers(Path(state.data.get("agent_state", "")))
     if state.data.get("docker_dir"):  # containerd, shims, containers, mounts a killed one left
         problems += dockerd.leftovers(Path(state.data["docker_dir"]))
     problems += hostnet.remove(state.data.get("netns", ""), state.data.get("host_veth", ""),
@@ -355,7 +355,7 @@ def _teardown(session, state: sup.State, *, crashed: bool) -> list[str]:
     return problems
 
 
-def _pod_leftovers(agent_state: Path) -> list[str]:
+def pod_leftovers(agent_state: Path) -> list[str]:
     """What a killed agent leaves: its containers (recorded PIDs) and their /etc/netns and
     /run/netns names. Its pod directories stay: the next agent adopts them (same IPs)."""
     from meshnet.node.netconfig import pod_netns_name
@@ -405,7 +405,7 @@ def run_status(args, session) -> int:
     try:
         conn = Kubeconfig.load(d["admin_kubeconfig"], {}).connection(None)
         client = RestClient(conn, timeout=3)
-        ready = "Ready" if _node_ready(client, d["node_name"]) else "NotReady"
+        ready = "Ready" if node_ready(client, d["node_name"]) else "NotReady"
         client.close()
     except Exception:  # noqa: BLE001 - status reports, it does not fail
         pass

@@ -38,7 +38,7 @@ import yaml
 
 from meshnet.api.resources import lookup
 from meshnet.cli.errors import CLIError
-from meshnet.cli.up import _kube_dns, _node_ready, _pod_leftovers, _ready_ok, _wait
+from meshnet.cli.up import ensure_kube_dns, node_ready, pod_leftovers, ready_ok, wait_until
 from meshnet.client.kubeconfig import Kubeconfig
 from meshnet.client.rest import RestClient
 from meshnet.cluster import supervisor as sup
@@ -180,19 +180,19 @@ def _bring_up(plan: LabPlan, state: sup.State, out, timeout: float) -> None:
     done = _step(out, f"API servers: {', '.join(plan.api_urls())}")
     rec = start_apiservers(plan, state, apis, timeout)
     client = lab_client(plan, timeout=10)
-    _wait(lambda: _kube_dns(plan, client) and _node_local_dns(client), "the kube-dns Service",
-          rec, timeout)
+    wait_until(lambda: ensure_kube_dns(plan, client) and _node_local_dns(client),
+               "the kube-dns Service", rec, timeout)
     done()
 
     done = _step(out, f"workers: {', '.join(m.name for m in plan.role('worker'))} "
                       f"({', '.join(WORKER_PROCESSES)})")
     recs = _start(plan, state, workers)
     for _, spec in workers:
-        _wait(lambda s=spec: _ready_ok(s.ready_url), f"{spec.name} ({spec.ready_url})",
-              recs[spec.name], timeout)
+        wait_until(lambda s=spec: ready_ok(s.ready_url), f"{spec.name} ({spec.ready_url})",
+                   recs[spec.name], timeout)
     for w in plan.role("worker"):
-        _wait(lambda w=w: _node_ready(client, w.name), f"node {w.name} Ready",
-              recs[f"{w.name}-agent"], timeout)
+        wait_until(lambda w=w: node_ready(client, w.name), f"node {w.name} Ready",
+                   recs[f"{w.name}-agent"], timeout)
     client.close()
     done()
 
@@ -201,7 +201,7 @@ def start_etcd(plan: LabPlan, state: sup.State, etcd, timeout: float) -> None:
     """Start the etcd members (all at once: a new cluster needs its quorum) until healthy."""
     recs = _start(plan, state, etcd)
     for _, s in etcd:
-        _wait(lambda s=s: _etcd_healthy(s.ready_url), f"etcd {s.name}", recs[s.name], timeout)
+        wait_until(lambda s=s: _etcd_healthy(s.ready_url), f"etcd {s.name}", recs[s.name], timeout)
 
 
 def start_apiservers(plan: LabPlan, state: sup.State, apis, timeout: float) -> dict:
@@ -210,7 +210,7 @@ def start_apiservers(plan: LabPlan, state: sup.State, apis, timeout: float) -> d
     kubeconfig, naming them all. Returns the first one's record."""
     first, rest = apis[0], apis[1:]
     rec = _start(plan, state, [first])[first[1].name]
-    _wait(lambda: _api_ready(plan, first[0], rec), f"API server {first[1].name}", rec, timeout)
+    wait_until(lambda: _api_ready(plan, first[0], rec), f"API server {first[1].name}", rec, timeout)
     source = plan.member_dir(first[0]) / "apiserver"
     for member, _ in rest:
         target = plan.member_dir(member) / "apiserver"
@@ -220,8 +220,8 @@ def start_apiservers(plan: LabPlan, state: sup.State, apis, timeout: float) -> d
                 shutil.copy2(source / name, target / name)
     recs = _start(plan, state, rest)
     for member, spec in rest:
-        _wait(lambda m=member, r=recs[spec.name]: _api_ready(plan, m, r),
-              f"API server {spec.name}", recs[spec.name], timeout)
+        wait_until(lambda m=member, r=recs[spec.name]: _api_ready(plan, m, r),
+                   f"API server {spec.name}", recs[spec.name], timeout)
     admin = yaml.safe_load((source / "admin.kubeconfig").read_text())
     fd = os.open(plan.kubeconfig, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -322,7 +322,7 @@ def teardown(state: sup.State, out, *, crashed: bool) -> list[str]:
     for name, alive in agents_alive.items():
         if crashed or not alive:
             plan = plan_of(state)
-            problems += _pod_leftovers(plan.member_dir(plan.member(_member(name))) / "agent")
+            problems += pod_leftovers(plan.member_dir(plan.member(_member(name))) / "agent")
     problems += _kill_in_namespaces(state.data["namespaces"])
     foreign = state.data.get("foreign_routes", [])
     routes = [r for r in state.data["routes"] if r not in foreign]
@@ -363,7 +363,7 @@ def down(plan: LabPlan, out) -> int:
         out(f"No state in {plan.data_dir}; removing what lab {plan.name} left on this host:\n")
         state = found
         for agent_state in sorted(plan.data_dir.glob("w*/agent")):
-            _pod_leftovers(agent_state)  # pods a killed agent left (their PIDs are recorded)
+            pod_leftovers(agent_state)  # pods a killed agent left (their PIDs are recorded)
     else:
         out(f"Stopping lab {plan.name} ({plan.data_dir}):\n")
     problems = teardown(state, out, crashed=False)
@@ -412,7 +412,7 @@ def status(plan: LabPlan, out) -> int:
             f"{'; ' + states if states else ''}\n")
     try:
         client = lab_client(plan, timeout=3)
-        nodes = {w.name: _node_ready(client, w.name) for w in plan.role("worker")}
+        nodes = {w.name: node_ready(client, w.name) for w in plan.role("worker")}
         lease = client.get(LEASES, "meshnet-controller-manager", "kube-system")
         ep = client.get(lookup("endpoints"), "kubernetes", "default")
         apis = sorted(a["ip"] for s in ep.get("subsets") or [] for a in s.get("addresses") or [])
