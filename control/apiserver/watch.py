@@ -62,30 +62,31 @@ async def serve_watch(request: web.Request, registry: Registry, ri: RequestInfo,
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     events = watch.__aiter__()
-    pending: asyncio.Future | None = None
 
     def frame(event_type: str, obj: dict) -> bytes:
         if as_table and event_type in ("ADDED", "MODIFIED", "DELETED"):
             obj = to_table(info, [obj], include_object=request.query.get(
                 "includeObject", "Metadata"), now=time.time())
-        return wire.dumps({"type": event_type, "object": obj}) + b"\n"
+            return wire.dumps({"type": event_type, "object": obj}) + b"\n"
+        # Every watcher of a change gets the same decoded object: encode it once.
+        return b'{"type":"%s","object":%s}\n' % (event_type.encode(), registry.encoded(obj))
 
     try:
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
-            if pending is None:
-                pending = asyncio.ensure_future(events.__anext__())
-            done, _ = await asyncio.wait({pending}, timeout=min(remaining, bookmark_interval_s))
-            if not done:
+            # No task per event: the store watchers' waits are safe to cancel (the event
+            # stays queued), so a plain timeout around the wait serves the bookmarks.
+            try:
+                async with asyncio.timeout(min(remaining, bookmark_interval_s)):
+                    event = await events.__anext__()
+            except TimeoutError:
                 if bookmarks:
                     await response.write(frame("BOOKMARK", {
                         "kind": info.kind, "apiVersion": info.api_version,
                         "metadata": {"resourceVersion": str(watch.revision)}}))
                 continue
-            try:
-                event = pending.result()
             except StopAsyncIteration:
                 break
             except errors.StatusError as exc:
@@ -99,14 +100,10 @@ async def serve_watch(request: web.Request, registry: Registry, ri: RequestInfo,
                 await response.write(frame("ERROR", errors.internal(
                     f"the watch ended: {exc}; list and watch again").to_status()))
                 break
-            finally:
-                pending = None
             await response.write(frame(event.type, event.object))
     except ConnectionResetError:
         pass  # the client went away
     finally:
-        if pending is not None:
-            pending.cancel()
         watch.close()
         active.discard(watch)
     try:
