@@ -16,21 +16,30 @@ What it does, all on loopback (127.0.0.0/8; nothing leaves the machine):
    back from the API server. Both forward to the upstream above and never to the host's
    resolver (`--upstream`; `no-resolv` + `server=`). Both are pinned to the same CPU
    (`taskset -c SERVER_CPU`); dnsperf and the upstream run on another;
-5. per case, per server, in turn: dnsperf for `--duration` seconds at full load (queries/s,
+5. per case: one warm pass of each server through the query file (dnsperf -n 1, gently: every
+   server has seen every name once; not for `forward-miss`, whose names are new by design);
+   then per server, in turn: dnsperf for `--duration` seconds at full load (queries/s,
    dnsperf's average latency and its standard deviation), then a second run at a fixed rate
    (`--latency-qps`) with dnsperf -v, whose per-query latencies give p50/p99; servers take
    turns `--rounds` times per case and the best full-load run of each is kept;
-6. scale: adds Services/Endpoints up to `--scale-services` / `--scale-endpoints`, starts a
-   fresh meshnet-dns and measures the time to its first full sync (/ready), its RSS after it,
-   the propagation time of a Service created at that scale (create -> answer), and dnsmasq's
-   RSS with the same names;
-7. `via-proxy` (needs root): how pods reach the cluster DNS. In a network namespace of its own
+6. `whole-machine`: the per-core lines above pin both servers to one CPU. Here meshnet-dns
+   runs `--workers N` processes (SO_REUSEPORT, dns/workers.py) and dnsmasq (single-threaded
+   by design) runs as it is, neither pinned, on cluster names (see `whole_machine`);
+7. scale: a second API server holds `--scale-services` Services / `--scale-endpoints`
+   addresses: the first `--services` as created through the API above, the rest added to a
+   copy of its store (`meshctl backup` format) and loaded with `meshnet-apiserver --restore`,
+   twenty times faster than POSTing them (see `scale_snapshot`). A fresh meshnet-dns follows
+   it: the time to its first full sync (/ready), its RSS after it, the propagation time of a
+   Service created at that scale (create -> answer), and dnsmasq's RSS with the same names;
+8. `via-proxy` (needs root): how pods reach the cluster DNS. In a network namespace of its own
    (nothing connects it to the host; the host gets `unreachable` routes for the addresses used,
    removed afterwards) it runs a meshnet-apiserver, meshnet-dns on a node address
    (10.244.53.53:53, as the kube-dns Endpoints name it) and meshnet-proxy, which binds the
    kube-dns ClusterIP 10.96.0.10:53 and relays UDP to it. dnsperf asks cluster names directly
    (the node address) and through the proxy (the ClusterIP), in turns; meshnet-dns and the
    proxy share the server CPU, as on a node, and each one's CPU per query is reported.
+
+Each step prints a `[seconds] what` line, so a slow run shows where its time went.
 
 Cases: `cluster` (A and SRV of Services that exist), `nxdomain` (what a pod with ndots:5
 sends first: `<svc>.<ns>.svc.cluster.local.<ns>.svc.cluster.local`,
@@ -76,7 +85,7 @@ STATUS_PORT = 9153
 NAMESPACES = [f"bench{i}" for i in range(10)]
 FORWARD_DOMAIN = "example.test"
 READY_TIMEOUT_S = 600.0
-CASES = ("cluster", "nxdomain", "forward-cached", "forward-miss", "via-proxy")
+CASES = ("cluster", "nxdomain", "forward-cached", "forward-miss", "whole-machine", "via-proxy")
 # via-proxy: addresses inside the bench's own namespace; the host gets `unreachable` routes
 # for exactly these prefixes while it runs (none of them is the host's or its resolver's).
 NETNS_API_PORT = 6443
@@ -84,6 +93,16 @@ KUBE_DNS_IP, DNS_NODE_IP = "10.96.0.10", "10.244.53.53"
 NETNS_SERVICE_NET = "10.96.53.0/24"  # the ClusterIPs of the Services queried
 HOST_UNREACHABLE = (f"{KUBE_DNS_IP}/32", NETNS_SERVICE_NET, f"{DNS_NODE_IP}/32")
 NETNS_SERVICES = 100
+BENCH_PORTS = [{"name": "http", "port": 80, "protocol": "TCP"},
+               {"name": "grpc", "port": 9090, "protocol": "TCP"}]
+
+
+T0 = time.monotonic()
+
+
+def phase(what: str) -> None:
+    """A progress line with the seconds since the bench started (where the time goes)."""
+    print(f"[{time.monotonic() - T0:6.1f} s] {what}", flush=True)
 
 
 def ensure_tools() -> None:
@@ -99,6 +118,13 @@ def dnsmasq_bin() -> str:
 
 
 # -- objects ------------------------------------------------------------------------------------
+
+
+def endpoint_addresses(i: int, per: int) -> list[dict]:
+    """The Endpoints addresses of the bench's Service svc<i>: `per` of them, all distinct."""
+    base = i * per
+    return [{"ip": f"10.{244 + ((base + j) >> 16)}.{((base + j) >> 8) & 255}.{(base + j) & 255}"}
+            for j in range(per)]
 
 
 async def create_objects(server: Server, start: int, count: int, endpoints_per: int,
@@ -124,16 +150,13 @@ async def create_objects(server: Server, start: int, count: int, endpoints_per: 
         async def worker() -> None:
             for i in todo:
                 ns, name = NAMESPACES[i % len(NAMESPACES)], f"svc{i}"
-                ports = [{"name": "http", "port": 80, "protocol": "TCP"},
-                         {"name": "grpc", "port": 9090, "protocol": "TCP"}]
+                ports = BENCH_PORTS
                 spec = {"ports": ports}
                 if headless_every and i % headless_every == 0:
                     spec["clusterIP"] = "None"
                 await post(f"/api/v1/namespaces/{ns}/services",
                            {"metadata": {"name": name}, "spec": spec})
-                base = i * endpoints_per
-                addrs = [{"ip": f"10.{244 + ((base + j) >> 16)}.{((base + j) >> 8) & 255}."
-                                f"{(base + j) & 255}"} for j in range(endpoints_per)]
+                addrs = endpoint_addresses(i, endpoints_per)
                 await post(f"/api/v1/namespaces/{ns}/endpoints",
                            {"metadata": {"name": name},
                             "subsets": [{"addresses": addrs, "ports": ports}] if addrs else []})
@@ -254,14 +277,16 @@ def wait_answer(addr: str, name: str, proc: Proc, want_rcode: str | None = "NOER
     raise SystemExit(f"{proc.name}: {name} did not answer {want_rcode} in time")
 
 
-def start_meshnet(workdir: Path, kubeconfig: Path, cpu: int) -> tuple[Proc, float]:
-    """meshnet-dns, and the seconds from exec to its first full sync (/ready)."""
+def start_meshnet(workdir: Path, kubeconfig: Path, cpu: int | None,
+                  workers: int = 1) -> tuple[Proc, float]:
+    """meshnet-dns, and the seconds from exec to its first full sync (/ready; with workers,
+    every worker's)."""
     start = time.monotonic()
     proc = Proc("meshnet-dns", [str(BIN / "meshnet-dns"), "--kubeconfig", str(kubeconfig),
                                 "--listen", f"{MESHNET_ADDR}:{PORT}",
                                 "--upstream", f"{UPSTREAM_ADDR}:{PORT}",
                                 "--status-listen", f"{MESHNET_ADDR}:{STATUS_PORT}",
-                                "--log-level", "warning"],
+                                "--workers", str(workers), "--log-level", "warning"],
                 cpu, workdir / "meshnet-dns.log", stdout=subprocess.PIPE)
     line = proc.proc.stdout.readline().decode()
     if "listening" not in line:
@@ -313,29 +338,61 @@ def nxdomain_queries(services: list[dict]) -> list[str]:
     return out
 
 
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (meshnet-dns --workers: its workers)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int(
+                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry.name))
+        except OSError:
+            continue
+    return out
+
+
 def cpu_ticks(pid: int) -> int:
     """utime + stime of a process, in clock ticks (/proc/PID/stat fields 14 and 15)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])
 
 
-def dnsperf(addr: str, queries: Path, duration_s: float, cpu: int, *, qps: int = 0,
+def warm(addr: str, queries: Path, cpu: int | None, port: int = PORT, netns: str = "",
+         clients: int = 4) -> None:
+    """One pass through the query file at a gentle pace (20 outstanding, so nothing is lost
+    and dnsperf does not wait out its timeout): every server has seen every name once before
+    it is measured (meshnet-dns memoises encoded answers, dnsmasq fills its cache)."""
+    argv = ["dnsperf", "-s", addr, "-p", str(port), "-d", str(queries), "-n", "1", "-c",
+            str(clients), "-q", "20", "-t", "2"]
+    if cpu is not None:
+        argv = ["taskset", "-c", str(cpu), *argv]
+    if netns:
+        argv = ["ip", "netns", "exec", netns, *argv]
+    subprocess.run(argv, capture_output=True, check=True)
+
+
+def dnsperf(addr: str, queries: Path, duration_s: float, cpu: int | None, *, qps: int = 0,
             verbose: bool = False, server_pid: int = 0, port: int = PORT, netns: str = "",
-            proxy_pid: int = 0) -> dict:
-    argv = ["taskset", "-c", str(cpu), "dnsperf", "-s", addr, "-p", str(port), "-d",
-            str(queries), "-l", str(duration_s), "-c", "4", "-q", "200", "-t", "2"]
+            proxy_pid: int = 0, clients: int = 4, server_pids: tuple[int, ...] = ()) -> dict:
+    """One dnsperf run; with `server_pid` (or several `server_pids`, whose CPU is added up),
+    also the server's CPU per answered query."""
+    server_pids = (server_pid,) if server_pid else server_pids
+    argv = ["dnsperf", "-s", addr, "-p", str(port), "-d", str(queries), "-l", str(duration_s),
+            "-c", str(clients), "-q", "200", "-t", "2"]
+    if cpu is not None:
+        argv = ["taskset", "-c", str(cpu), *argv]
     if netns:
         argv = ["ip", "netns", "exec", netns, *argv]
     if qps:
         argv += ["-Q", str(qps)]
     if verbose:
         argv += ["-v"]
-    before = cpu_ticks(server_pid) if server_pid else 0
+    before = sum(map(cpu_ticks, server_pids))
     proxy_before = cpu_ticks(proxy_pid) if proxy_pid else 0
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
     stats = {}
-    if server_pid:
-        stats["cpu_ticks"] = cpu_ticks(server_pid) - before
+    if server_pids:
+        stats["cpu_ticks"] = sum(map(cpu_ticks, server_pids)) - before
     if proxy_pid:
         stats["proxy_ticks"] = cpu_ticks(proxy_pid) - proxy_before
     for key, pattern in (("sent", r"Queries sent:\s+(\d+)"),
@@ -354,7 +411,7 @@ def dnsperf(addr: str, queries: Path, duration_s: float, cpu: int, *, qps: int =
         stats["p99"] = pct(lat, 99) if lat else 0.0
     if not stats["completed"]:
         raise SystemExit(f"dnsperf got no answer from {addr}:{port}: {out[-1500:]}")
-    if server_pid:
+    if server_pids:
         # server CPU per answered query: unlike q/s, barely moved by other load on the machine
         stats["cpu_us"] = stats["cpu_ticks"] / os.sysconf("SC_CLK_TCK") / stats["completed"] * 1e6
         if proxy_pid:
@@ -382,6 +439,9 @@ def run_cases(args, workdir: Path, services: list[dict],
             continue
         row = {}
         best: dict[str, dict] = {}
+        if path is not None:  # forward-miss: every name new, by design
+            for who, addr in SERVERS:
+                warm(addr, path, args.client_cpu)
         # Servers take turns, `--rounds` times; the best full-load run of each is kept, so a
         # burst of unrelated load on the machine does not land on one server only.
         for rnd in range(args.rounds):
@@ -391,8 +451,6 @@ def run_cases(args, workdir: Path, services: list[dict],
                     qfile = write_queries(workdir / f"miss-{who}.txt",
                                           [f"{who}-r{rnd}-{j}.{FORWARD_DOMAIN} A"
                                            for j in range(miss_lines)])
-                if case == "forward-cached" and not rnd:  # warm the caches first
-                    dnsperf(addr, qfile, 1, args.client_cpu)
                 full = dnsperf(addr, qfile, args.duration, args.client_cpu,
                                server_pid=pids[who])
                 if full["qps"] > best.get(who, {"qps": -1})["qps"]:
@@ -482,6 +540,47 @@ async def netns_objects(kubeconfig: str, count: int) -> None:
         await client.close()
 
 
+def whole_machine(args, workdir: Path, kubeconfig: Path, services: list[dict],
+                  masq: Proc) -> dict:
+    """Cluster names, the whole machine: meshnet-dns --workers N against dnsmasq (its
+    `dnsmasq-a` set-up, the faster of the two), neither pinned; dnsperf on the client CPU as
+    in the per-core runs, with 16 client sockets (SO_REUSEPORT spreads clients by their
+    address and port: 4 sockets could land 3:1). Servers take turns, `--rounds` times; the
+    best run of each is kept."""
+    qfile = workdir / "cluster.txt"
+    cpus = f"0-{os.cpu_count() - 1}"
+    subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(masq.proc.pid)], check=True,
+                   capture_output=True)
+    dns, _ = start_meshnet(workdir, kubeconfig, None, workers=args.whole_workers)
+    try:
+        best: dict[str, dict] = {}
+        servers = (("meshnet", MESHNET_ADDR), ("dnsmasq", DNSMASQ_A_ADDR))
+        pids = {"meshnet": tuple(children(dns.proc.pid)), "dnsmasq": (masq.proc.pid,)}
+        for _, addr in servers:
+            warm(addr, qfile, args.client_cpu, clients=16)
+        for _ in range(args.rounds):
+            for who, addr in servers:
+                full = dnsperf(addr, qfile, args.duration, args.client_cpu, clients=16,
+                               server_pids=pids[who])
+                print(f"whole machine {who:8s} {full['qps']:9,.0f} q/s cpu "
+                      f"{full['cpu_us']:.1f} us/query lost {full['lost']:.0f} "
+                      f"[{full['rcodes']}]", flush=True)
+                if full["qps"] > best.get(who, {"qps": -1})["qps"]:
+                    best[who] = full
+        with urllib.request.urlopen(f"http://{MESHNET_ADDR}:{STATUS_PORT}/metrics",
+                                    timeout=5) as resp:
+            text = resp.read().decode()
+        per_worker: dict[str, float] = {}
+        for m in re.finditer(r'^meshnet_dns_requests_total\{worker="(\d+)",[^}]*\} (\S+)$',
+                             text, re.M):
+            per_worker[m.group(1)] = per_worker.get(m.group(1), 0.0) + float(m.group(2))
+        total = sum(per_worker.values()) or 1.0
+        best["shares"] = [per_worker[k] / total for k in sorted(per_worker)]
+        return best
+    finally:
+        dns.stop()
+
+
 def via_proxy(args, workdir: Path) -> dict:
     """dnsperf on cluster names, straight to meshnet-dns and through meshnet-proxy's kube-dns
     ClusterIP, in a namespace of the bench's own; see the module docstring (7)."""
@@ -519,6 +618,7 @@ def via_proxy(args, workdir: Path) -> dict:
                                "--node-name", "node-a", "--log-level", "warning",
                                "--no-lb-announce"],
                           stdout=subprocess.DEVNULL, stderr=open(workdir / "proxy.log", "ab"))
+        phase("via-proxy: namespace objects made, daemons started")
         name = f"svc{NETNS_SERVICES - 1}.bench0.svc.{ZONE}"
         for addr in (DNS_NODE_IP, KUBE_DNS_IP):
             try:
@@ -528,6 +628,7 @@ def via_proxy(args, workdir: Path) -> dict:
             except AssertionError as exc:
                 raise SystemExit(f"{exc}; proxy log: "
                                  f"{(workdir / 'proxy.log').read_text()[-3000:]}") from None
+        phase("via-proxy: both paths answer")
         lines = []
         for i in range(NETNS_SERVICES):
             fqdn = f"svc{i}.bench0.svc.{ZONE}"
@@ -537,6 +638,8 @@ def via_proxy(args, workdir: Path) -> dict:
         paths = (("direct", DNS_NODE_IP), ("via proxy", KUBE_DNS_IP))
         best: dict[str, dict] = {}
         run = dict(server_pid=dns.pid, proxy_pid=proxy.pid, port=53, netns=ns)
+        for _, addr in paths:
+            warm(addr, qfile, args.client_cpu, port=53, netns=ns)
         for _ in range(args.rounds):
             for path, addr in paths:
                 full = dnsperf(addr, qfile, args.duration, args.client_cpu, **run)
@@ -580,17 +683,79 @@ def measure_propagation(server: Server, workdir: Path, samples: int = 5) -> list
     return times
 
 
+SERVICE_CIDR = "10.96.0.0/12"  # meshnet-apiserver's default --service-cidr
+
+
+def scale_snapshot(server: Server, path: Path, have: int, total: int, per: int,
+                   headless_every: int) -> None:
+    """Write a store snapshot: `server`'s store (`meshctl backup`) plus Services
+    svc<have>..svc<total-1> with their Endpoints (`per` addresses) and ClusterIP
+    allocations, each copied from one of the first Services of the same namespace and kind
+    (headless or not); see bench_proxy_driver.extend_snapshot."""
+    from bench_proxy_driver import SERVICE_IP_KEY, extend_snapshot, service_copy
+
+    backup = path.with_suffix(".backup")
+    out = subprocess.run([str(BIN / "meshctl"), "--kubeconfig", str(server_kubeconfig(server)),
+                          "backup", str(backup)], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"meshctl backup failed: {out.stderr[-2000:]}")
+
+    def shape(i: int) -> tuple[int, bool]:
+        return i % len(NAMESPACES), bool(headless_every) and i % headless_every == 0
+
+    models: dict[tuple[int, bool], int] = {}
+    for j in range(have):
+        models.setdefault(shape(j), j)
+
+    def copies(kvs: dict):
+        taken = {key.rsplit("/", 1)[1] for key in kvs if key.startswith(SERVICE_IP_KEY[:-2])}
+        free = (str(a) for a in ipaddress.ip_network(SERVICE_CIDR).hosts()
+                if str(a) not in taken)
+        for i in range(have, total):
+            if shape(i) not in models:
+                raise SystemExit(f"scale: no Service among the first {have} is shaped like "
+                                 f"svc{i}")
+            model = (NAMESPACES[i % len(NAMESPACES)], f"svc{models[shape(i)]}")
+            yield from service_copy(kvs, model, f"svc{i}", None if shape(i)[1] else next(free),
+                                    endpoint_addresses(i, per))
+
+    extend_snapshot(backup, path, copies)
+
+
+def restored_server(workdir: Path, snapshot: Path) -> Server:
+    """A second meshnet-apiserver whose store is `snapshot`, filled by the documented offline
+    restore (`meshnet-apiserver --restore`) before it starts."""
+    data = workdir / "apiserver-scale"
+    out = subprocess.run([str(BIN / "meshnet-apiserver"), "--restore", str(snapshot),
+                          "--data-dir", str(data)], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"restore failed: {out.stderr[-2000:]}")
+    server = Server(str(data))
+    server.data_dir = str(data)
+    return server
+
+
 def scale(args, server: Server, workdir: Path, have: int) -> dict:
+    """Scale figures on a second API server holding --scale-services Services: the bench's
+    first `have` as created through the API, the others added by `scale_snapshot` (about 20
+    times faster than POSTing them; meshnet-dns and dnsmasq see the same objects either way)."""
     per = max(1, args.scale_endpoints // args.scale_services)
-    start = time.monotonic()
-    # endpoints_per for the new services so that the total reaches --scale-endpoints
-    asyncio.run(create_objects(server, have, args.scale_services - have, per,
-                               args.headless_every))
-    print(f"scale: created up to {args.scale_services} services in "
-          f"{time.monotonic() - start:.0f}s", flush=True)
+    snapshot = workdir / "scale.snapshot"
+    # endpoints per new Service so that the total reaches --scale-endpoints
+    scale_snapshot(server, snapshot, have, args.scale_services, per, args.headless_every)
+    phase(f"scale: snapshot with {args.scale_services} Services written")
+    server = restored_server(workdir, snapshot)
+    try:
+        return measure_scale(args, server, workdir)
+    finally:
+        server.stop()
+
+
+def measure_scale(args, server: Server, workdir: Path) -> dict:
     services, eps = asyncio.run(list_objects(server))
     n_eps = sum(len(s.get("addresses") or ()) for e in eps.values()
                 for s in e.get("subsets") or ())
+    phase("scale: listed")
     dns, sync_s = start_meshnet(workdir, server_kubeconfig(server), args.server_cpu)
     try:
         time.sleep(1.0)  # let the allocator settle before reading RSS
@@ -599,6 +764,7 @@ def scale(args, server: Server, workdir: Path, have: int) -> dict:
         rss_after = dns.rss_kib()
     finally:
         dns.stop()
+    phase("scale: meshnet-dns measured")
     hosts, srv = dnsmasq_zone(services, eps)
     masq = start_dnsmasq("dnsmasq-scale", workdir, DNSMASQ_ADDR, args.server_cpu,
                          [f"server={UPSTREAM_ADDR}#{PORT}", f"local=/{ZONE}/", "local-ttl=5",
@@ -623,7 +789,7 @@ def versions() -> str:
 
 
 def report(args, results, small: dict, big: dict | None, load: tuple,
-           proxy: dict | None) -> str:
+           proxy: dict | None, whole: dict | None = None) -> str:
     def ms(s: float) -> str:
         return f"{s * 1e3:.3f}"
 
@@ -637,8 +803,9 @@ def report(args, results, small: dict, big: dict | None, load: tuple,
            f"{small['endpoints']} endpoint addresses, served by meshnet-dns (following a real "
            f"meshnet-apiserver) and by dnsmasq (hosts file + srv-host generated from the same "
            f"objects). Both pinned to CPU {args.server_cpu}; dnsperf (4 sockets, 200 "
-           f"outstanding) and the upstream dnsmasq on CPU {args.client_cpu}. Full-load runs "
-           f"{args.duration:g} s each; p50/p99 from dnsperf -v at a fixed {args.latency_qps:,} "
+           f"outstanding) and the upstream dnsmasq on CPU {args.client_cpu}. Each server makes "
+           f"one warm pass through each case's names first (not for forward-miss, whose names "
+           f"are all new); full-load runs {args.duration:g} s each; p50/p99 from dnsperf -v at a fixed {args.latency_qps:,} "
            f"q/s for {args.latency_s:g} s (a load every server sustains). CPU µs/query: the "
            f"server's CPU time (/proc/PID/stat) per answered query during the full-load run, "
            f"the figure least disturbed by other load on the machine. Ratio = meshnet q/s / "
@@ -666,6 +833,29 @@ def report(args, results, small: dict, big: dict | None, load: tuple,
     out.append("")
     out.append("Response codes (meshnet / dnsmasq / dnsmasq-a): " + "; ".join(
         f"{case}: {a['rcodes']} / {b['rcodes']} / {c['rcodes']}" for case, a, b, c in results))
+    if whole:
+        a, b = whole["meshnet"], whole["dnsmasq"]
+        shares = " / ".join(f"{x:.0%}" for x in whole["shares"])
+        out += ["", f"## Whole machine: meshnet-dns --workers {args.whole_workers} vs dnsmasq",
+                "",
+                f"The lines above compare one core with one core. Here nothing is pinned: "
+                f"meshnet-dns runs {args.whole_workers} worker processes on one address "
+                f"(SO_REUSEPORT), dnsmasq (the `dnsmasq-a` set-up, the faster one above) runs "
+                f"as it always does, in one process with one thread: it is single-threaded by "
+                f"design and has no option to use more cores, so this is the figure a user who "
+                f"picks it gets on this {os.cpu_count()}-core machine. dnsperf stays on CPU "
+                f"{args.client_cpu} as above, so the servers get CPU {args.server_cpu} and "
+                f"what dnsperf leaves of CPU {args.client_cpu}: on this machine the load "
+                f"generator caps what a second worker can add. dnsperf has 16 client sockets "
+                f"here, so that SO_REUSEPORT's hash of the client's address and port spreads "
+                f"them over the workers (200 outstanding); `cluster` query mix, "
+                f"{args.duration:g} s runs after one warm pass, best of {args.rounds}, taking "
+                f"turns. CPU µs/query: all workers' CPU time.", "",
+                "| server | cluster names q/s | ratio | CPU µs/query | queries per worker |",
+                "|---|---|---|---|---|",
+                f"| meshnet-dns --workers {args.whole_workers} | {a['qps']:,.0f} | "
+                f"{a['qps'] / b['qps']:.2f} | {a['cpu_us']:.1f} | {shares} |",
+                f"| dnsmasq (1 thread) | {b['qps']:,.0f} | 1.00 | {b['cpu_us']:.1f} | — |"]
     if proxy:
         direct = proxy["direct"]
         out += ["", "## Reaching it: straight to meshnet-dns vs through meshnet-proxy", "",
@@ -685,6 +875,10 @@ def report(args, results, small: dict, big: dict | None, load: tuple,
         prop = big["propagation"]
         out += ["", f"## Scale: {big['services']:,} Services, {big['endpoints']:,} endpoint "
                     "addresses", "",
+                f"A second API server: the {small['services']:,} Services above, created "
+                "through the API, and the rest added to a copy of its store (each a copy of "
+                "one of the first, renamed, with its own ClusterIP allocation and addresses) "
+                "loaded by `meshnet-apiserver --restore` before it starts.", "",
                 "| measure | meshnet-dns | dnsmasq |", "|---|---|---|",
                 f"| RSS after first sync | {big['rss_kib'] / 1024:.0f} MiB | "
                 f"{big['dnsmasq_rss_kib'] / 1024:.0f} MiB |",
@@ -696,7 +890,8 @@ def report(args, results, small: dict, big: dict | None, load: tuple,
     return "\n".join(out) + "\n"
 
 
-def summary_lines(results, big: dict | None, proxy: dict | None) -> list[dict]:
+def summary_lines(results, big: dict | None, proxy: dict | None,
+                  whole: dict | None = None) -> list[dict]:
     """bench/run's lines (bench/summary.py): each case against the faster dnsmasq."""
     import summary
 
@@ -716,6 +911,12 @@ def summary_lines(results, big: dict | None, proxy: dict | None) -> list[dict]:
                                 f"{min(b['cpu_us'], c['cpu_us']):.1f} µs (dnsmasq)",
                                 min(b["cpu_us"], c["cpu_us"]) / a["cpu_us"]
                                 if a["cpu_us"] else None))
+    if whole:
+        a, b = whole["meshnet"]["qps"], whole["dnsmasq"]["qps"]
+        out.append(summary.line("dns", f"queries/s, cluster names, whole machine "
+                                f"({os.cpu_count()} cores, unpinned)",
+                                f"{a:,.0f} ({len(whole['shares'])} workers)",
+                                f"{b:,.0f} (dnsmasq, 1 thread by design)", a / b))
     if proxy:
         direct, via = proxy["direct"], [r for k, r in proxy.items() if k != "direct"]
         if via:
@@ -746,6 +947,8 @@ def main() -> None:
     p.add_argument("--scale-services", type=int, default=10_000)
     p.add_argument("--scale-endpoints", type=int, default=100_000)
     p.add_argument("--skip-scale", action="store_true")
+    p.add_argument("--whole-workers", type=int, default=2,
+                   help="meshnet-dns --workers in the whole-machine case (default 2)")
     p.add_argument("--cases", type=lambda text: text.split(","), default=list(CASES),
                    help=f"comma-separated subset of {','.join(CASES)} (default: all)")
     p.add_argument("--summary", help="also write this run's lines for bench/run to this file")
@@ -766,6 +969,7 @@ def main() -> None:
         try:
             asyncio.run(create_objects(server, 0, args.services, args.endpoints_per,
                                        args.headless_every))
+            phase(f"created {args.services} Services")
             services, eps = asyncio.run(list_objects(server))
             hosts, srv = dnsmasq_zone(services, eps)
             procs.append(start_dnsmasq("upstream", workdir, UPSTREAM_ADDR, args.client_cpu,
@@ -779,6 +983,7 @@ def main() -> None:
                                    [f"server={UPSTREAM_ADDR}#{PORT}", f"local=/{ZONE}/",
                                     "local-ttl=5"], hosts)
             procs.append(masq_a)
+            phase("dnsmasqs started")
             dns, _ = start_meshnet(workdir, server_kubeconfig(server), args.server_cpu)
             procs.append(dns)
             small = {"services": sum(1 for s in services
@@ -786,12 +991,21 @@ def main() -> None:
                      "headless": sum(1 for s in services if s["spec"].get("clusterIP") == "None"),
                      "endpoints": sum(len(s.get("addresses") or ()) for e in eps.values()
                                       for s in e.get("subsets") or ())}
+            phase("meshnet-dns ready")
             results = run_cases(args, workdir, services,
                                 {"meshnet": dns.proc.pid, "dnsmasq": masq.proc.pid,
                                  "dnsmasq-a": masq_a.proc.pid})
+            phase("cases done")
+            whole = None
+            if "whole-machine" in args.cases:
+                dns.stop()  # its address is the workers' now
+                whole = whole_machine(args, workdir, server_kubeconfig(server), services,
+                                      masq_a)
+                phase("whole machine done")
             for proc in (dns, masq, masq_a):
                 proc.stop()
             proxy = via_proxy(args, workdir) if "via-proxy" in args.cases else None
+            phase("via-proxy done")
             big = None
             if not args.skip_scale:
                 big = scale(args, server, workdir, args.services)
@@ -799,14 +1013,15 @@ def main() -> None:
             for proc in reversed(procs):
                 proc.stop()
             server.stop()
-    table = report(args, results, small, big, (load_before, os.getloadavg()[0]), proxy)
+    phase("scale done")
+    table = report(args, results, small, big, (load_before, os.getloadavg()[0]), proxy, whole)
     print(table)
     results_dir = Path(__file__).parent / "results"
     results_dir.mkdir(exist_ok=True)
     (results_dir / f"dns-{time.strftime('%Y-%m-%d')}.md").write_text(table)
     import summary
 
-    summary.write(args.summary, summary_lines(results, big, proxy))
+    summary.write(args.summary, summary_lines(results, big, proxy, whole))
 
 
 if __name__ == "__main__":

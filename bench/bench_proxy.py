@@ -6,8 +6,11 @@ against HAProxy. Needs root (network namespaces); installs haproxy with apt-get 
 
 1. Programming latency. A namespace runs meshnet-apiserver (on its own loopback) and
    meshnet-proxy. For each size N, Services (selectorless, one TCP port) and Endpoints are
-   created up to N, the proxy is (re)started, and `--changes` Endpoints updates are made to
-   random services, 50 ms apart. Reported: the proxy's own histogram
+   created up to N (the first size through the API; the larger ones as copies added to a
+   `meshctl backup` of that store, which the API server is restarted on with
+   `meshnet-apiserver --restore`: see `restore_grown`), the proxy is (re)started, and once it
+   has gone idle after its first sync, `--changes` Endpoints updates are made to random
+   services, 50 ms apart. Reported: the proxy's own histogram
    `meshnet_proxy_network_programming_latency_seconds` (from the change reaching the proxy to
    the table swap) p50/p99, sync duration p99, the time to the first full sync, and the
    proxy's RSS.
@@ -16,7 +19,12 @@ against HAProxy. Needs root (network namespaces); installs haproxy with apt-get 
    pod runs wrk. The proxy under test — meshnet-proxy (ClusterIP 10.96.0.50) or HAProxy in TCP
    mode (one thread, 10.244.1.1) — is pinned to CPU 1, backend and wrk to CPU 0, and both are
    driven the same way in the same run: HTTP keep-alive, HTTP with a new connection per
-   request (wrk, 16 connections), and bulk (1 GiB download, best of 3).
+   request (wrk, 16 connections), and bulk (1 GiB download, best of 3); UDP through the
+   ClusterIP against the direct path (iperf3). Last, the whole machine: meshnet-proxy (one
+   process) unpinned against HAProxy with nbthread 2, unpinned, keep-alive and new
+   connection.
+
+Each step prints a `[seconds] what` line, so a slow run shows where its time went.
 
 The table goes to stdout and bench/results/proxy-<date>.md. Every namespace and process is
 removed at the end, also on failure. No traffic leaves the lab's namespaces.
@@ -31,6 +39,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -44,6 +53,8 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE))
 
 import summary  # noqa: E402
+from bench_proxy_driver import (cluster_ip, endpoint_ips, extend_snapshot,  # noqa: E402
+                                service_copy)
 from netns import Lab, wait_for  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -55,12 +66,23 @@ PROXY_CPU, LOAD_CPU = "1", "0"
 CLUSTER_IP = "10.96.0.50"
 NODE_IP, BACKEND_IP = "10.244.1.1", "10.244.1.11"
 BULK_FILE_MIB, BULK_REPEAT = 256, 4  # 1 GiB per connection
-IPERF_PORT, UDP_SECONDS = 5201, 4
+IPERF_PORT, UDP_SECONDS = 5201, 2
 ROUNDS = 3
-SETTLE_S = 5.0
+WHOLE_THREADS = 2  # HAProxy's threads in the whole-machine lines (one per core here)
+SETTLE_S = 5.0       # the longest wait for the proxy to go idle after its first sync
+IDLE_S = 0.5         # ... idle: this long without using more than BUSY_SHARE of a CPU
+BUSY_SHARE = 0.2
 
 
 # -- shared -----------------------------------------------------------------------------------
+
+T0 = time.monotonic()
+
+
+def phase(what: str) -> None:
+    """A progress line with the seconds since the bench started (where the time goes)."""
+    print(f"[{time.monotonic() - T0:6.1f} s] {what}", flush=True)
+
 
 def quantile(buckets: dict[str, float], q: float) -> float:
     """The q-quantile of a cumulative Prometheus histogram, interpolated within a bucket."""
@@ -126,16 +148,62 @@ def driver(lab: Lab, ns: str, *args, timeout: float = 600) -> dict:
 
 # -- 1. programming latency -------------------------------------------------------------------
 
+def wait_idle(pid: int) -> float:
+    """Wait until the process has used no more than BUSY_SHARE of a CPU for IDLE_S (its
+    start-up work done), at most SETTLE_S; returns the seconds waited."""
+    start = quiet_since = time.monotonic()
+    last = cpu_s(pid)
+    while time.monotonic() - start < SETTLE_S:
+        time.sleep(0.1)
+        now, used = time.monotonic(), cpu_s(pid)
+        if used - last > BUSY_SHARE * 0.1:
+            quiet_since = now
+        last = used
+        if now - quiet_since >= IDLE_S:
+            break
+    return time.monotonic() - start
+
+
+def restore_grown(lab: Lab, ns: str, tmp: Path, api: subprocess.Popen, kubeconfig: Path,
+                  have: int, n: int) -> tuple[subprocess.Popen, Path]:
+    """The API server again, holding Services svc-0..svc-(n-1): its store (`meshctl backup`)
+    plus copies of svc-0 and its Endpoints renamed svc-have.. (each with the ClusterIP and
+    address `populate` would give it), loaded by `meshnet-apiserver --restore` into a new
+    data dir. Twenty times faster than POSTing them; the proxy sees the same objects."""
+    backup, grown = tmp / f"store-{have}.backup", tmp / f"store-{n}.snapshot"
+    out = lab.run(ns, [str(BIN / "meshctl"), "--kubeconfig", str(kubeconfig), "backup",
+                       str(backup)])
+    if out.returncode != 0:
+        raise SystemExit(f"meshctl backup failed: {out.stderr[-2000:]}")
+    extend_snapshot(backup, grown, lambda kvs: (
+        record for i in range(have, n)
+        for record in service_copy(kvs, ("default", "svc-0"), f"svc-{i}", cluster_ip(i),
+                                   [{"ip": ip} for ip in endpoint_ips(i, 1)])))
+    phase(f"snapshot with {n} Services written")
+    lab.stop(api)
+    phase("API server stopped")
+    data = tmp / f"latency-api-{n}"
+    out = subprocess.run([str(BIN / "meshnet-apiserver"), "--restore", str(grown),
+                          "--data-dir", str(data)], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"restore failed: {out.stderr[-2000:]}")
+    phase("restored")
+    return start_apiserver(lab, ns, data), data / "admin.kubeconfig"
+
+
 def bench_latency(lab: Lab, tmp: Path, sizes: list[int], changes: int) -> list[dict]:
     ns = lab.netns("ctl")
     data = tmp / "latency-api"
-    start_apiserver(lab, ns, data)
+    api = start_apiserver(lab, ns, data)
     kubeconfig = data / "admin.kubeconfig"
     rows, have = [], 0
     for n in sizes:
-        made = driver(lab, ns, "populate", kubeconfig, have, n)
-        print(f"  created {made['created']} services+endpoints in {made['seconds']:.1f}s",
-              flush=True)
+        if have == 0:
+            made = driver(lab, ns, "populate", kubeconfig, have, n)
+            phase(f"created {made['created']} services+endpoints in {made['seconds']:.1f}s")
+        else:
+            api, kubeconfig = restore_grown(lab, ns, tmp, api, kubeconfig, have, n)
+            phase(f"API server restored with {n} services+endpoints")
         have = n
         started = time.monotonic()
         log = tmp / f"proxy-{n}.log"
@@ -143,10 +211,12 @@ def bench_latency(lab: Lab, tmp: Path, sizes: list[int], changes: int) -> list[d
         wait_for(lambda: proxy_ready(lab, ns, proxy, log), "the first sync",
                  timeout=300, interval=0.1)
         first_sync_s = time.monotonic() - started
+        phase(f"proxy synced {n} Services")
         # Let start-up work finish first: the stale-address sweep lists every address on the
         # netlink thread (pyroute2 is Python: seconds of GIL at 10,000), which showed as a
         # 30-40 ms p99 for changes made in the first seconds after /ready.
-        time.sleep(SETTLE_S)
+        settled = wait_idle(proxy.pid)
+        phase(f"proxy idle {settled:.1f} s after ready")
         result = driver(lab, ns, "churn", kubeconfig, n, changes, 0.05)
         lat = delta(result["after"]["meshnet_proxy_network_programming_latency_seconds"],
                     result["before"]["meshnet_proxy_network_programming_latency_seconds"])
@@ -158,16 +228,20 @@ def bench_latency(lab: Lab, tmp: Path, sizes: list[int], changes: int) -> list[d
                "sync_p99_ms": quantile(dur, 0.99) * 1000, "first_sync_s": first_sync_s,
                "rss_mib": rss_mib(proxy.pid),
                "api_write_p50_ms": writes[len(writes) // 2] * 1000}
-        print(f"  {row}", flush=True)
+        phase(f"{row}")
         rows.append(row)
-        lab.stop(proxy)
+        # The last proxy is killed: a clean stop removes its N addresses one by one (seconds
+        # at 10,000), and they go with the namespace anyway. The others stop cleanly, so the
+        # next size starts from an empty VIP interface.
+        lab.stop(proxy, signal.SIGKILL if n == sizes[-1] else signal.SIGTERM)
+        phase("proxy stopped")
     return rows
 
 
 # -- 2. forwarding vs HAProxy -----------------------------------------------------------------
 
 HAPROXY_PROXY = """global
-    nbthread 1
+    nbthread {threads}
     maxconn 8000
 defaults
     mode tcp
@@ -175,12 +249,12 @@ defaults
     timeout client 30s
     timeout server 30s
 frontend small
-    bind {node}:8081
+    bind {node}:{small_port}
     default_backend small
 backend small
     server s1 {backend}:8080
 frontend bulk
-    bind {node}:9001
+    bind {node}:{bulk_port}
     default_backend bulk
 backend bulk
     server s1 {backend}:9000
@@ -245,12 +319,33 @@ def wrk(lab: Lab, ns: str, url: str, seconds: int, close: bool, pid: int | None 
                       (f" non-2xx {non2xx.group(1)}" if non2xx else "")}
 
 
+def request_rates(lab: Lab, client: str, targets: dict, pids: dict, seconds: int) -> dict:
+    """wrk through each target (name -> (ip, port, _)), keep-alive then a new connection per
+    request: per name and mode, the median run of ROUNDS. The targets take turns: the machine
+    may be shared, and alternating spreads any outside load over all of them."""
+    results: dict[str, dict] = {name: {} for name in targets}
+    for mode, close in (("keep-alive", False), ("new connection", True)):
+        runs: dict[str, list] = {name: [] for name in targets}
+        for _ in range(ROUNDS):
+            for name, (ip, port, _) in targets.items():
+                runs[name].append(wrk(lab, client, f"http://{ip}:{port}/", seconds, close,
+                                      pids[name]))
+        for name in targets:
+            ordered = sorted(runs[name], key=lambda r: r["rate"])
+            results[name][mode] = dict(ordered[len(ordered) // 2],
+                                       rates=[round(r["rate"]) for r in runs[name]],
+                                       cpu_us=statistics.median(r["cpu_us"]
+                                                                for r in runs[name]))
+            phase(f"{name} {mode}: {results[name][mode]}")
+    return results
+
+
 def iperf_udp(lab: Lab, ns: str, ip: str) -> dict:
     """iperf3 UDP, 1,400-byte datagrams sent as fast as the client can for UDP_SECONDS: what
     the receiver got (Mbit/s and datagrams/s) and the loss."""
     for attempt in range(3):
-        # The server may still be closing the previous test: it refuses the next for a moment.
-        time.sleep(1.0)
+        if attempt:  # the server may still be closing the previous test: it refuses for a moment
+            time.sleep(1.0)
         out = lab.run(ns, ["taskset", "-c", LOAD_CPU, "iperf3", "-c", ip, "-p",
                            str(IPERF_PORT), "-u", "-b", "0", "-l", "1400", "-t",
                            str(UDP_SECONDS), "-J"], timeout=UDP_SECONDS + 30)
@@ -283,13 +378,22 @@ def bench_haproxy(lab: Lab, tmp: Path, seconds: int, profile: bool) -> tuple[lis
         block = os.urandom(1 << 20)
         for _ in range(BULK_FILE_MIB):
             f.write(block)
+    phase("forwarding: bulk file written")
     bulk = lab.popen(backend, ["taskset", "-c", LOAD_CPU, PY, DRIVER, "bulk-serve", "9000",
                                str(bulk_file), str(BULK_REPEAT)], stdout=subprocess.PIPE)
     assert b"ready" in bulk.stdout.readline()
-    (tmp / "proxy.cfg").write_text(HAPROXY_PROXY.format(node=NODE_IP, backend=BACKEND_IP))
+    (tmp / "proxy.cfg").write_text(HAPROXY_PROXY.format(
+        node=NODE_IP, backend=BACKEND_IP, threads=1, small_port=8081, bulk_port=9001))
     reference = lab.popen(node, ["taskset", "-c", PROXY_CPU, haproxy, "-f",
                                  str(tmp / "proxy.cfg"), "-db"],
                           stdout=subprocess.DEVNULL, stderr=open(tmp / "haproxy.log", "ab"))
+    # The whole-machine reference: not pinned, WHOLE_THREADS threads.
+    (tmp / "proxy-whole.cfg").write_text(HAPROXY_PROXY.format(
+        node=NODE_IP, backend=BACKEND_IP, threads=WHOLE_THREADS, small_port=8082,
+        bulk_port=9002))
+    whole_reference = lab.popen(node, [haproxy, "-f", str(tmp / "proxy-whole.cfg"), "-db"],
+                                stdout=subprocess.DEVNULL,
+                                stderr=open(tmp / "haproxy-whole.log", "ab"))
 
     lab.popen(backend, ["taskset", "-c", LOAD_CPU, "iperf3", "-s", "-p", str(IPERF_PORT)],
               stdout=subprocess.DEVNULL, stderr=open(tmp / "iperf3.log", "ab"))
@@ -311,30 +415,17 @@ def bench_haproxy(lab: Lab, tmp: Path, seconds: int, profile: bool) -> tuple[lis
                 {"name": "bulk", "port": 9000, "targetPort": 9000},
                 {"name": "iperf", "port": IPERF_PORT, "protocol": "TCP"},
                 {"name": "iperf-udp", "port": IPERF_PORT, "protocol": "UDP"}]}}}]))
+    phase("forwarding: objects created")
     log = tmp / "proxy-fwd.log"
     proxy = start_proxy(lab, node, kubeconfig, log, cpu=PROXY_CPU)
     wait_for(lambda: proxy_ready(lab, node, proxy, log) and
              wrk(lab, client, f"http://{CLUSTER_IP}/", 1, False)["rate"] > 0,
              "the ClusterIP to answer", timeout=60, interval=0.2)
+    phase("forwarding set up")
 
     targets = {"meshnet-proxy": (CLUSTER_IP, 80, 9000), "haproxy": (NODE_IP, 8081, 9001)}
     pids = {"meshnet-proxy": proxy.pid, "haproxy": reference.pid}
-    results: dict[str, dict] = {name: {} for name in targets}
-    # Alternate the two, ROUNDS times, and keep the median: the machine may be shared, and
-    # alternating spreads any outside load over both.
-    for mode, close in (("keep-alive", False), ("new connection", True)):
-        runs: dict[str, list] = {name: [] for name in targets}
-        for _ in range(ROUNDS):
-            for name, (ip, port, _) in targets.items():
-                runs[name].append(wrk(lab, client, f"http://{ip}:{port}/", seconds, close,
-                                      pids[name]))
-        for name in targets:
-            ordered = sorted(runs[name], key=lambda r: r["rate"])
-            results[name][mode] = dict(ordered[len(ordered) // 2],
-                                       rates=[round(r["rate"]) for r in runs[name]],
-                                       cpu_us=statistics.median(r["cpu_us"]
-                                                                for r in runs[name]))
-            print(f"  {name} {mode}: {results[name][mode]}", flush=True)
+    results = request_rates(lab, client, targets, pids, seconds)
     bulk_runs: dict[str, list] = {name: [] for name in targets}
     for _ in range(3):
         for name, (ip, _, bulk_port) in targets.items():
@@ -343,14 +434,23 @@ def bench_haproxy(lab: Lab, tmp: Path, seconds: int, profile: bool) -> tuple[lis
             bulk_runs[name].append(r["bytes"] / r["seconds"] / (1 << 30))
     for name in targets:
         results[name]["bulk"] = {"gib_s": max(bulk_runs[name])}
-        print(f"  {name} bulk: {bulk_runs[name]}", flush=True)
+        phase(f"{name} bulk: {bulk_runs[name]}")
     udp_runs: dict[str, list] = {"meshnet-proxy": [], "direct": []}
     for _ in range(ROUNDS):
         for name, ip in (("meshnet-proxy", CLUSTER_IP), ("direct", BACKEND_IP)):
             udp_runs[name].append(iperf_udp(lab, client, ip))
     for name, runs in udp_runs.items():
         results.setdefault(name, {})["udp"] = max(runs, key=lambda r: r["received_mbit_s"])
-        print(f"  {name} udp: {runs}", flush=True)
+        phase(f"{name} udp: {runs}")
+    # Whole machine, last (it unpins the proxy): meshnet-proxy, one process, against HAProxy
+    # with WHOLE_THREADS threads, neither pinned; the backend and wrk stay on LOAD_CPU.
+    subprocess.run(["taskset", "-a", "-p", "-c", f"0-{os.cpu_count() - 1}", str(proxy.pid)],
+                   check=True, capture_output=True)
+    whole = request_rates(lab, client, {"meshnet-proxy": (CLUSTER_IP, 80, 0),
+                                        "haproxy": (NODE_IP, 8082, 0)},
+                          {"meshnet-proxy": proxy.pid, "haproxy": whole_reference.pid},
+                          seconds)
+    results["whole"] = whole
     profiles = {}
     lab.stop(proxy)
     if profile:
@@ -397,7 +497,11 @@ def report(latency: list[dict], fwd, profiles: dict) -> str:
         lines += ["## Network programming latency (Endpoints change -> table swap)", "",
                   "The proxy's own histogram: from the change reaching the proxy (watch event) "
                   "to the swap that publishes it; changes 50 ms apart to random services, "
-                  f"starting {SETTLE_S:g} s after the proxy reported ready.", "",
+                  f"starting once the proxy, after reporting ready, has used less than "
+                  f"{BUSY_SHARE:.0%} of a CPU for {IDLE_S:g} s (its start-up sweep done; at "
+                  f"most {SETTLE_S:g} s). The first size's Services are created through the API; "
+                  "the larger sizes add copies of them to a `meshctl backup` of that store and "
+                  "restart the API server on it (`meshnet-apiserver --restore`).", "",
                   "| services | changes | p50 | p99 | sync p99 | first sync | proxy RSS |",
                   "|---|---|---|---|---|---|---|"]
         for r in latency:
@@ -437,13 +541,29 @@ def report(latency: list[dict], fwd, profiles: dict) -> str:
         lines.append(f"| bulk download (1 GiB, best of 3) | {a:.2f} GiB/s | {b:.2f} GiB/s | "
                      f"**{a / b:.2f}** | ≥ 0.9 |")
         u, d = res["meshnet-proxy"]["udp"], res["direct"]["udp"]
-        lines.append(f"| UDP datagrams received (iperf3, 1,400 B, best of {ROUNDS}) vs the "
+        lines.append(f"| UDP datagrams received (iperf3, 1,400 B, {UDP_SECONDS} s, best of "
+                     f"{ROUNDS}) vs the "
                      f"direct path | {u['received_pps']:,.0f}/s, {u['received_mbit_s']:,.0f} "
                      f"Mbit/s, {u['lost_percent']:.1f}% lost | {d['received_pps']:,.0f}/s, "
                      f"{d['received_mbit_s']:,.0f} Mbit/s, {d['lost_percent']:.1f}% lost | "
                      f"**{u['received_pps'] / d['received_pps']:.2f}** | — |")
+        whole = res["whole"]
+        for mode in ("keep-alive", "new connection"):
+            a, b = whole["meshnet-proxy"][mode], whole["haproxy"][mode]
+            lines.append(f"| requests/s, HTTP {mode}, whole machine: meshnet-proxy (1 process) "
+                         f"vs HAProxy nbthread {WHOLE_THREADS}, unpinned | {a['rate']:,.0f} "
+                         f"(CPU {a['cpu_us']:.1f} µs) | {b['rate']:,.0f} (CPU "
+                         f"{b['cpu_us']:.1f} µs) | {a['rate'] / b['rate']:.2f} | — |")
+        lines += ["", f"Whole machine (last two lines): neither proxy pinned; the backend and "
+                      f"wrk stay on CPU {LOAD_CPU}. HAProxy runs nbthread {WHOLE_THREADS} (one "
+                      f"thread per core); meshnet-proxy is one process, one event loop, so it "
+                      f"uses one core at most (it has no --workers; docs/proxy.md measures two "
+                      f"processes sharing the listener with SO_REUSEPORT and says what stands "
+                      f"in the way). The lines above are the per-core comparison."]
         errors = {f"{n} {k}": v["errors"] for n, r in res.items() for k, v in r.items()
                   if isinstance(v, dict) and v.get("errors")}
+        errors.update({f"whole {n} {k}": v["errors"] for n, r in whole.items()
+                       for k, v in r.items() if v.get("errors")})
         if errors:
             lines += ["", f"wrk errors: {errors}"]
         lines.append("")
@@ -487,6 +607,13 @@ def summary_lines(latency: list[dict], fwd) -> list[dict]:
         a, b = m["bulk"]["gib_s"], h["bulk"]["gib_s"]
         out.append(summary.line("proxy", "ClusterIP TCP bulk throughput", f"{a:.2f} GiB/s",
                                 f"{b:.2f} GiB/s (HAProxy)", a / b, "≥ 0.9", a / b >= 0.9))
+        for mode in ("keep-alive", "new connection"):
+            a, b = res["whole"]["meshnet-proxy"][mode], res["whole"]["haproxy"][mode]
+            out.append(summary.line("proxy", f"ClusterIP TCP requests/s, {mode}, whole "
+                                    f"machine (unpinned; meshnet-proxy is 1 process)",
+                                    f"{a['rate']:,.0f}",
+                                    f"{b['rate']:,.0f} (HAProxy nbthread {WHOLE_THREADS})",
+                                    a["rate"] / b["rate"]))
         u, d = res["meshnet-proxy"]["udp"], res["direct"]["udp"]
         out.append(summary.line("proxy", "ClusterIP UDP datagrams/s received (iperf3)",
                                 f"{u['received_pps']:,.0f}",
@@ -528,6 +655,7 @@ def main() -> None:
     out.write_text(text + "\n")
     print(f"written to {out}")
     summary.write(args.summary, summary_lines(latency, fwd))
+    phase("done")
 
 
 if __name__ == "__main__":

@@ -49,9 +49,9 @@ class Step:
 STEPS = (
     Step("apiserver", "bench_apiserver.py", ("--creates", "5000", "--events", "100"),
          "control plane vs etcd: creates/s, list, watch latency with 100 watchers"),
-    Step("proxy", "bench_proxy.py", ("--seconds", "5", "--changes", "100"),
+    Step("proxy", "bench_proxy.py", ("--seconds", "2", "--changes", "100"),
          "ClusterIP data plane vs HAProxy (TCP, UDP), programming latency at 1k/10k"),
-    Step("dns", "bench_dns.py", ("--duration", "5", "--latency-s", "2"),
+    Step("dns", "bench_dns.py", ("--duration", "2", "--latency-s", "2"),
          "cluster DNS vs dnsmasq with dnsperf"),
     Step("ingress", "bench_ingress.py", ("--seconds", "5"),
          "ingress vs nginx: keep-alive, new connection, TLS"),

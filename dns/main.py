@@ -2,9 +2,12 @@
 
     meshnet-dns --kubeconfig FILE --listen ADDR:PORT [--upstream ADDR:PORT,...]
                 [--cluster-domain cluster.local] [--ttl 5] [--status-listen ADDR:PORT]
+                [--workers N]
 
 It prints one line `meshnet-dns listening on udp+tcp ADDR:PORT` on stdout once its sockets are
-bound (port 0 picks a free port for both), so that scripts and tests can find it.
+bound (port 0 picks a free port for both), so that scripts and tests can find it. With
+`--workers N` (N > 1) the process supervises N server processes sharing the address
+(dns/workers.py) and prints the same line once all of them are bound.
 """
 
 from __future__ import annotations
@@ -49,6 +52,10 @@ def parse_hostport(text: str, flag: str, default_port: int | None = None) -> tup
         raise DaemonError(f"{flag} {text!r}: expected {want} with an IP address "
                           f"(e.g. 127.0.0.1:53 or [::1]:53)") from None
     return host, number
+
+
+def show_hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def upstreams_from_resolv_conf(path: str = RESOLV_CONF) -> list[tuple[str, int]]:
@@ -96,7 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"forwarded questions in flight (default {DEFAULT_MAX_CONCURRENT})")
     p.add_argument("--upstream-timeout", type=float, default=DEFAULT_TIMEOUT_S,
                    help=f"seconds per forwarded question (default {DEFAULT_TIMEOUT_S:g})")
+    p.add_argument("--workers", type=int, default=1,
+                   help="server processes sharing the address with SO_REUSEPORT, each with "
+                        "its own API watches and zone; the kernel spreads clients over them "
+                        "(default 1: this process serves; see docs/dns.md)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    # Set by the --workers supervisor on the processes it starts (dns/workers.py).
+    p.add_argument("--worker-of", type=int, default=0, help=argparse.SUPPRESS)
     return p
 
 
@@ -135,7 +148,7 @@ async def serve(args, stop: asyncio.Event) -> None:
         log.warning("no upstream resolvers: names outside the cluster zones get REFUSED")
     server = DnsServer(ZoneTable.unsynced(config), forwarder, metrics)
     try:
-        bound = await server.start(host, port)
+        bound = await server.start(host, port, reuse_port=bool(args.worker_of))
     except OSError as exc:
         raise DaemonError(f"--listen {args.listen}: cannot bind UDP and TCP: {exc}") from None
     sync = ZoneSync(client, server, config, metrics)
@@ -146,7 +159,9 @@ async def serve(args, stop: asyncio.Event) -> None:
             metrics.registry.metrics.insert(0, _CacheCollector(forwarder, metrics))
         status = await serve_status(shost, sport, metrics.registry, ready=lambda: sync.synced)
     task = asyncio.create_task(sync.run(), name="zone-sync")
-    shown = f"[{bound[0]}]:{bound[1]}" if ":" in bound[0] else f"{bound[0]}:{bound[1]}"
+    shown = show_hostport(*bound)
+    if args.worker_of and status is not None:  # for the supervisor, which alone reads it
+        print(f"meshnet-dns status on {show_hostport(*status.addresses[0][:2])}", flush=True)
     print(f"meshnet-dns listening on udp+tcp {shown}", flush=True)
     log.info("serving %s on %s; upstreams %s", config.origin, shown,
              ", ".join(f"{h}:{p}" for h, p in upstreams) or "none")
@@ -179,7 +194,20 @@ class _CacheCollector:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    if args.workers < 1:
+        print(f"meshnet-dns: --workers {args.workers}: must be 1 or more", file=sys.stderr)
+        return 1
+    if args.workers > 1 and not args.worker_of:
+        from meshnet.dns.workers import supervise
+
+        return run_daemon("meshnet-dns", lambda stop: supervise(args, argv, stop),
+                          log_level=args.log_level)
+    if args.worker_of:
+        from meshnet.dns.workers import die_with_parent
+
+        die_with_parent(args.worker_of)
     return run_daemon("meshnet-dns", lambda stop: serve(args, stop), log_level=args.log_level)
 
 

@@ -196,15 +196,19 @@ class DnsServer:
 
     # -- sockets -------------------------------------------------------------------------------
 
-    async def start(self, host: str, port: int) -> tuple[str, int]:
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> tuple[str, int]:
+        """Bind UDP and TCP on one port. With `reuse_port`, both sockets set SO_REUSEPORT so
+        that other worker processes can bind the same address (dns/workers.py)."""
         loop = asyncio.get_running_loop()
         for attempt in range(BIND_ATTEMPTS if port == 0 else 1):
             self.udp, _ = await loop.create_datagram_endpoint(
-                lambda: _UdpProtocol(self), local_addr=(host, port))
+                lambda: _UdpProtocol(self), local_addr=(host, port),
+                reuse_port=reuse_port or None)
             bound = self.udp.get_extra_info("sockname")[1]
             try:
                 self.tcp = await loop.create_server(lambda: _TcpProtocol(self), host, bound,
-                                                    reuse_address=True)
+                                                    reuse_address=True,
+                                                    reuse_port=reuse_port or None)
             except OSError:
                 self.udp.close()
                 if attempt == BIND_ATTEMPTS - 1 or port != 0:

@@ -9,6 +9,7 @@ each daemon is one asyncio thread). `serve_status()` runs `/healthz`, `/ready` (
 from __future__ import annotations
 
 import bisect
+import inspect
 import math
 from typing import Callable, Iterable
 
@@ -143,29 +144,42 @@ class Registry:
         return "\n".join(lines) + "\n"
 
 
-async def serve_status(host: str, port: int, metrics: Registry, *,
-                       healthy: Callable[[], bool] = lambda: True,
-                       ready: Callable[[], bool] = lambda: True) -> web.AppRunner:
-    """Start `/healthz`, `/ready`, `/readyz` and `/metrics`; returns the runner to clean up."""
+async def _answer(check: Callable[[], object]):
+    result = check()
+    return await result if inspect.isawaitable(result) else result
+
+
+async def serve_status(host: str, port: int, metrics: Registry | None, *,
+                       healthy: Callable[[], object] = lambda: True,
+                       ready: Callable[[], object] = lambda: True,
+                       render: Callable[[], object] | None = None) -> web.AppRunner:
+    """Start `/healthz`, `/ready`, `/readyz` and `/metrics`; returns the runner to clean up.
+    `healthy`, `ready` and `render` (the metrics text; default: `metrics.render`) may be
+    plain or async functions."""
+    render = render or metrics.render
 
     async def health(_request):
-        ok = healthy()
+        ok = await _answer(healthy)
         return web.Response(status=200 if ok else 503, text="ok" if ok else "unhealthy")
 
     async def readiness(_request):
-        ok = ready()
+        ok = await _answer(ready)
         return web.Response(status=200 if ok else 503, text="ok" if ok else "not ready")
 
-    async def render(_request):
-        return web.Response(text=metrics.render(),
+    async def exposition(_request):
+        return web.Response(text=await _answer(render),
                             headers={"Content-Type": "text/plain; version=0.0.4"})
 
     app = web.Application()
     app.router.add_get("/healthz", health)
     app.router.add_get("/ready", readiness)
     app.router.add_get("/readyz", readiness)
-    app.router.add_get("/metrics", render)
+    app.router.add_get("/metrics", exposition)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    await web.TCPSite(runner, host, port, reuse_address=True).start()
+    try:
+        await web.TCPSite(runner, host, port, reuse_address=True).start()
+    except OSError:
+        await runner.cleanup()
+        raise
     return runner

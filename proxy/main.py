@@ -110,7 +110,10 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
         await vip.ensure()
         addresses = await vip.node_addresses(args.nodeport_addresses)
     else:
-        addresses = node_addresses(args.nodeport_addresses, exclude=args.vip_interface)
+        # In a thread, as AsyncVip does: pyroute2's IPRoute runs an event loop of its own,
+        # which fails inside the running one.
+        addresses = await asyncio.to_thread(node_addresses, args.nodeport_addresses,
+                                            args.vip_interface)
     node = NodeInfo(args.node_name, addresses)
     fwd = Forwarding(Options(connect_attempts=args.connect_attempts,
                              connect_budget_s=args.connect_budget,

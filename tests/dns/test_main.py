@@ -9,22 +9,11 @@ import pytest
 from kubernetes import client
 
 from fakes import DnsDaemon, ThreadedUpstream, dig
+from netns import wait_for
 
 NS = "dnse2e"
 ZONE = "cluster.local"
-CONVERGE_S = 10.0
 MANY = [f"10.244.7.{i}" for i in range(1, 36)]  # 35 headless endpoints: > 512 bytes of A
-
-
-def eventually(fn, what: str, timeout_s: float = CONVERGE_S):
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +61,7 @@ def dns(apiserver, core, upstream, tmp_path_factory):
     try:
         daemon.wait_ready()
         # the endpoints controller has written db's Endpoints by now or soon
-        eventually(lambda: len(dig(daemon.port, f"db.{NS}.svc.{ZONE}").answer) == 2, "db ready")
+        wait_for(lambda: len(dig(daemon.port, f"db.{NS}.svc.{ZONE}").answer) == 2, "db ready")
         yield daemon
     finally:
         daemon.stop()
@@ -187,16 +176,16 @@ def test_forwarding_to_the_test_upstream(dns, upstream):
 
 def test_readiness_changes(dns, core):
     set_ready(core, "db-1", "10.244.5.2", False)
-    eventually(lambda: dig(dns.port, f"db-1.db.{NS}.svc.{ZONE}").status == "NXDOMAIN",
+    wait_for(lambda: dig(dns.port, f"db-1.db.{NS}.svc.{ZONE}").status == "NXDOMAIN",
                "db-1 gone when not ready")
     assert dig(dns.port, f"db.{NS}.svc.{ZONE}").answer == [
         f"db.{NS}.svc.{ZONE}. 5 IN A 10.244.5.1"]
     set_ready(core, "db-0", "10.244.5.1", False)
-    eventually(lambda: dig(dns.port, f"db.{NS}.svc.{ZONE}").status == "NXDOMAIN",
+    wait_for(lambda: dig(dns.port, f"db.{NS}.svc.{ZONE}").status == "NXDOMAIN",
                "headless service with no ready endpoint is NXDOMAIN")
     for i in range(2):
         set_ready(core, f"db-{i}", f"10.244.5.{i + 1}", True)
-    eventually(lambda: len(dig(dns.port, f"db.{NS}.svc.{ZONE}").answer) == 2, "db back")
+    wait_for(lambda: len(dig(dns.port, f"db.{NS}.svc.{ZONE}").answer) == 2, "db back")
 
 
 def test_propagation_after_create_and_delete(dns, core):
@@ -205,12 +194,12 @@ def test_propagation_after_create_and_delete(dns, core):
     start = time.monotonic()
     svc = core.create_namespaced_service(NS, {"metadata": {"name": "late"}, "spec": {
         "ports": [{"port": 8080}]}})
-    r = eventually(lambda: (x := dig(dns.port, name)).answer and x, "late appears")
+    r = wait_for(lambda: (x := dig(dns.port, name)).answer and x, "late appears")
     created_s = time.monotonic() - start
     assert r.answer == [f"{name}. 5 IN A {svc.spec.cluster_ip}"]
     start = time.monotonic()
     core.delete_namespaced_service("late", NS)
-    eventually(lambda: dig(dns.port, name).status == "NXDOMAIN", "late disappears")
+    wait_for(lambda: dig(dns.port, name).status == "NXDOMAIN", "late disappears")
     deleted_s = time.monotonic() - start
     # each includes one API call and a dig process (~10-30 ms); the DNS side is milliseconds
     assert created_s < 2.0 and deleted_s < 2.0, (created_s, deleted_s)

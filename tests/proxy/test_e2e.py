@@ -179,6 +179,22 @@ def test_status_endpoints(cluster):
     assert ready.stdout == "ok"
 
 
+def test_no_vip_interface_starts_and_leaves_addresses_alone(cluster):
+    """--no-vip-interface reads the node's addresses at start-up (pyroute2, off the event
+    loop: on it, the start failed) and manages none: a second proxy beside the first gets
+    ready, and stopping it leaves the first one's service addresses in place."""
+    log = cluster.tmp / "proxy-no-vip.log"
+    second = cluster.lab.popen(cluster.node, [
+        str(BIN / "meshnet-proxy"), "--kubeconfig", str(cluster.kubeconfig), "--node-name",
+        NODE, "--status-address", "127.0.0.1:10257", "--no-vip-interface", "--no-lb-announce"],
+        stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    wait_for(lambda: second.poll() is None and cluster.lab.run(cluster.node, [
+        "curl", "-sf", "http://127.0.0.1:10257/ready"]).stdout == "ok",
+        "the second proxy to be ready", timeout=30)
+    assert cluster.lab.stop(second) == 0, log.read_text()[-3000:]
+    assert sorted(set(cluster.tcp(WEB, 80, 9))) == ["b1", "b2", "b3"]
+
+
 def test_one_gib_upload_with_half_close_arrives_intact(cluster):
     """1 GiB through the ClusterIP; the client then shuts down its write side and still gets
     the backend's byte count and CRC back over the half-closed connection."""
