@@ -8,15 +8,51 @@
 (SIGTERM/SIGINT) after cleaning up what it created. Errors a user can fix (bad flags, a port in
 use, an unreadable kubeconfig) should be raised as `DaemonError` with a message that says what
 and where; they are printed without a traceback and exit with status 1.
+
+`light_pyroute2()` (run_daemon calls it first): pyroute2's package __init__ imports every
+protocol the library has (NDB, IPDB, nftables, wireguard, ... ~220 modules, ~9 MiB in each
+process that says `from pyroute2 import IPRoute`). The package is registered without running
+it; `IPRoute` and `NetlinkError` come from the submodules that define them (the same objects
+the full package exports), submodules import as usual, and any other name runs the whole
+__init__ first, so nothing a caller can see changes but the memory.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
+import importlib.util
 import logging
 import signal
 import sys
 from typing import Awaitable, Callable
+
+# Names the daemons take from the pyroute2 package, and the submodule that defines each.
+PYROUTE2_LIGHT = {"IPRoute": "pyroute2.iproute.linux",
+                  "NetlinkError": "pyroute2.netlink.exceptions"}
+
+
+def light_pyroute2() -> None:
+    if "pyroute2" in sys.modules:
+        return
+    spec = importlib.util.find_spec("pyroute2")
+    if spec is None:
+        return
+    package = importlib.util.module_from_spec(spec)
+
+    def attribute(name: str):
+        if name in PYROUTE2_LIGHT:
+            value = getattr(importlib.import_module(PYROUTE2_LIGHT[name]), name)
+        elif importlib.util.find_spec(f"pyroute2.{name}") is not None:
+            value = importlib.import_module(f"pyroute2.{name}")  # `from pyroute2 import config`
+        else:
+            del package.__getattr__
+            spec.loader.exec_module(package)
+            return getattr(package, name)
+        setattr(package, name, value)
+        return value
+    package.__getattr__ = attribute
+    sys.modules["pyroute2"] = package
 
 
 class DaemonError(Exception):
@@ -32,6 +68,7 @@ def run_daemon(prog: str, serve: Callable[[asyncio.Event], Awaitable[None]], *,
                log_level: str = "info") -> int:
     import uvloop
 
+    light_pyroute2()
     setup_logging(log_level)
 
     async def main() -> None:

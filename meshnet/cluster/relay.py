@@ -12,8 +12,9 @@ closes the listeners and the connections.
 Theory of operation
 -------------------
 One thread, one `selectors` loop, non-blocking sockets, standard library only: the relay is
-run by path with `-I -S` and imports neither asyncio nor ssl, so it is a ~10 MiB process
-instead of ~21 (`meshctl up` counts every megabyte of the cluster). A TCP connection is a
+run by path with `-I -S` and imports neither asyncio nor ssl (nor argparse: its two flags are
+read by hand), so it is a ~10 MiB process instead of ~21 (`meshctl up` counts every megabyte
+of the cluster). A TCP connection is a
 `Splice` of two sockets with one bounded buffer per direction: a side is read only while the
 buffer towards its peer is below BUFFER_BYTES (backpressure), and written while its own
 incoming buffer holds data. An EOF is passed on as a half-close (`shutdown(SHUT_WR)`) once
@@ -23,7 +24,6 @@ error. Each socket's selector interest is recomputed from that state after every
 
 from __future__ import annotations
 
-import argparse
 import errno
 import os
 import selectors
@@ -41,7 +41,7 @@ TICK_S = 1.0  # idle UDP flows and stuck connects are swept this often
 def parse_pair(text: str) -> tuple[tuple[str, int], tuple[str, int]]:
     listen, sep, target = text.partition("=")
     if not sep:
-        raise argparse.ArgumentTypeError(f"{text}: expected LISTEN=TARGET (ADDR:PORT=ADDR:PORT)")
+        raise ValueError(f"{text}: expected LISTEN=TARGET (ADDR:PORT=ADDR:PORT)")
     return _hostport(listen), _hostport(target)
 
 
@@ -329,12 +329,35 @@ def run(tcp, udp) -> None:
             r.close()
 
 
+USAGE = "usage: relay.py [--tcp LISTEN=TARGET]... [--udp LISTEN=TARGET]..."
+
+
+def parse_args(argv: list[str]) -> dict[str, list]:
+    """`--tcp X`, `--tcp=X`, `--udp X`, `--udp=X`, repeated; ValueError says what is wrong."""
+    pairs: dict[str, list] = {"--tcp": [], "--udp": []}
+    args = iter(argv)
+    for arg in args:
+        flag, eq, value = arg.partition("=")
+        if flag not in pairs:
+            raise ValueError(f"unknown argument {arg!r}")
+        if not eq:
+            value = next(args, None)
+            if value is None:
+                raise ValueError(f"{flag} needs LISTEN=TARGET")
+        try:
+            pairs[flag].append(parse_pair(value))
+        except ValueError as exc:
+            raise ValueError(f"{flag} {exc}") from None
+    return pairs
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="meshnet-relay", description=__doc__.split("\n")[0])
-    p.add_argument("--tcp", type=parse_pair, action="append", default=[])
-    p.add_argument("--udp", type=parse_pair, action="append", default=[])
-    args = p.parse_args(argv)
-    run(args.tcp, args.udp)
+    try:
+        pairs = parse_args(sys.argv[1:] if argv is None else argv)
+    except ValueError as exc:
+        print(f"{USAGE}\nrelay.py: error: {exc}", file=sys.stderr)
+        return 2
+    run(pairs["--tcp"], pairs["--udp"])
     return 0
 
 

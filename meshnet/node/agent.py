@@ -15,7 +15,8 @@ ConfigMap/Secret changes poke the workers that refer to them. Node changes recom
 host-gw routes (`compile_routes` → `diff_routes` → `apply_routes`).
 
 API writes: at most STATUS_WRITES status PATCHes in flight; Events go out one at a time from
-a queue, behind them (best effort, as kubelet's).
+a queue, and only while no status write waits or runs (best effort, as kubelet's): when a
+hundred pods start at once the API server gets their status first, the Events after.
 
 Stop: without --keep-pods every pod is terminated (SIGTERM, its grace period capped at
 STOP_GRACE_S, SIGKILL), its network and address released, then the routes and the bridge go.
@@ -97,6 +98,9 @@ class Agent:
         self._wake = asyncio.Event()
         self._background: set[asyncio.Task] = set()
         self._status_writes = asyncio.Semaphore(STATUS_WRITES)
+        self._status_pending = 0  # status writes waiting or in flight
+        self._status_idle = asyncio.Event()
+        self._status_idle.set()
         # Events go out one at a time, behind status (they are best effort, as kubelet's).
         self._events: asyncio.Queue[tuple[str, dict]] = asyncio.Queue()
         self._terminating: set[asyncio.Task] = set()
@@ -146,9 +150,14 @@ class Agent:
             self._wake.set()
         return record
 
-    def _on_node(self, *_args) -> None:
+    def _on_node(self, key: str, *views) -> None:
         self._routes_dirty = True
         self._wake.set()
+        if key == self.node_name and len(views) == 2 and not views[1].ready:
+            # Marked NotReady/Unknown by the node lifecycle controller (we were silent, or
+            # the control plane was away): say Ready again at the next heartbeat, as kubelet
+            # does, rather than at the next periodic status post.
+            self.registration.status_due = True
 
     # -- what workers use ---------------------------------------------------------------------
 
@@ -164,10 +173,17 @@ class Agent:
                 secrets[key[len(prefix):]] = data
         return cms, bins, secrets
 
-    async def patch_pod_status(self, namespace: str, name: str, status: dict) -> None:
-        async with self._status_writes:
-            await self.client.patch(PODS, namespace, name, {"status": status},
-                                    subresource="status")
+    async def patch_pod_status(self, namespace: str, name: str, status: dict) -> dict:
+        self._status_pending += 1
+        self._status_idle.clear()
+        try:
+            async with self._status_writes:
+                return await self.client.patch(PODS, namespace, name, {"status": status},
+                                               subresource="status")
+        finally:
+            self._status_pending -= 1
+            if not self._status_pending:
+                self._status_idle.set()
 
     def record_event(self, pod: dict, kind: str, reason: str, message: str) -> None:
         meta = pod["metadata"]
@@ -180,13 +196,16 @@ class Agent:
                 "source": {"component": "kubelet", "host": self.node_name},
                 "reportingComponent": "meshnet-agent", "reportingInstance": self.node_name,
                 "firstTimestamp": now, "lastTimestamp": now, "count": 1}
-        log.log(logging.WARNING if kind == "Warning" else logging.INFO, "%s/%s %s: %s",
+        # Normal events at DEBUG: they are in the API (`meshctl get events`), and a line per
+        # started container is a disk write on the event loop when a hundred pods start.
+        log.log(logging.WARNING if kind == "Warning" else logging.DEBUG, "%s/%s %s: %s",
                 meta["namespace"], meta["name"], reason, message)
         self._events.put_nowait((meta["namespace"], body))
 
     async def _send_events(self) -> None:
         while True:
             namespace, body = await self._events.get()
+            await self._status_idle.wait()
             try:
                 await self.client.create(EVENTS, namespace, body)
             except ClientError as exc:

@@ -12,6 +12,12 @@ does the same with its `last_reserved_ip`).
 The state is a plain dict, saved to `<state-dir>/ipam.json` atomically (write + rename) after
 every change and before the address is used, so an agent that restarts (or crashes) never
 hands one address to two pods. Allocating for a key that already has an address returns it.
+
+A save costs ~1 ms (ext4 flushes a file renamed over another), longer while the API server's
+fsyncs fill the journal, so the agent does not save on its event loop: it allocates with
+`save=False` and calls `save()` on the pod network's thread just before the address goes onto
+the pod's interface. `save()` writes the newest state under a lock, and not at all when an
+earlier call already wrote it: a burst of pods costs a few writes, not one each.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import threading
 from pathlib import Path
 
 from meshnet.node.errors import PoolExhausted
@@ -34,6 +41,11 @@ class Ipam:
         self.allocations = dict(allocations or {})  # key -> ip
         self.last = last
         self.path = path
+        self._first = int(self.network.network_address) + 2  # .1 is the gateway
+        self._count = self.network.num_addresses - 3
+        self._changes = 0  # counts changes; `save()` writes when _saved is behind it
+        self._saved = 0
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<Ipam {self.network} used={len(self.allocations)}/{self.capacity}>"
@@ -55,31 +67,40 @@ class Ipam:
         return cls(cidr, doc.get("allocations"), doc.get("last"), path)
 
     def save(self) -> None:
+        """Write the state if it changed since the last write; any thread."""
         if self.path is None:
             return
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"cidr": str(self.network), "last": self.last,
-                                   "allocations": self.allocations}, indent=1, sort_keys=True))
-        os.replace(tmp, self.path)
+        with self._lock:
+            changes = self._changes
+            if changes == self._saved:
+                return
+            # dict() and the assignments it reads are atomic under the GIL: a consistent copy
+            # even while the event loop allocates.
+            doc = {"cidr": str(self.network), "last": self.last,
+                   "allocations": dict(self.allocations)}
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(doc, indent=1, sort_keys=True))
+            os.replace(tmp, self.path)
+            self._saved = changes
 
-    def _hosts(self) -> list[ipaddress.IPv4Address]:
-        return list(self.network.hosts())[1:]  # hosts()[0] is the gateway
-
-    def allocate(self, key: str) -> str:
+    def allocate(self, key: str, *, save: bool = True) -> str:
+        """The key's address, a new one if it has none; saved before returning unless `save`
+        is False (then the caller calls `save()` before the address is used)."""
         if key in self.allocations:
             return self.allocations[key]
         used = set(self.allocations.values())
-        hosts = self._hosts()
         start = 0
         if self.last is not None:
-            last = ipaddress.ip_address(self.last)
-            start = next((i + 1 for i, h in enumerate(hosts) if h == last), 0)
-        for i in range(len(hosts)):
-            candidate = str(hosts[(start + i) % len(hosts)])
+            offset = int(ipaddress.IPv4Address(self.last)) - self._first
+            start = offset + 1 if 0 <= offset < self._count else 0
+        for i in range(self._count):
+            candidate = str(ipaddress.IPv4Address(self._first + (start + i) % self._count))
             if candidate not in used:
                 self.allocations[key] = candidate
                 self.last = candidate
-                self.save()
+                self._changes += 1
+                if save:
+                    self.save()
                 return candidate
         raise PoolExhausted(f"no free address in podCIDR {self.network} "
                             f"({self.capacity} in use); delete pods or give the node a larger CIDR")
@@ -87,6 +108,7 @@ class Ipam:
     def release(self, key: str) -> str | None:
         ip = self.allocations.pop(key, None)
         if ip is not None:
+            self._changes += 1
             self.save()
         return ip
 

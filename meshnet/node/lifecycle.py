@@ -16,6 +16,10 @@ by hand, so every state change is one of the named Kubernetes transitions:
 ContainersReady, Ready — transition times kept when a condition does not change),
 containerStatuses, podIP(s), hostIP, startTime. Nothing here does I/O or reads a clock; times
 are passed in as RFC 3339 strings.
+
+`status_differs()` is kubelet's status manager `needsReconcile`: whether the API's copy of a
+pod status lost something the agent wrote (the node lifecycle controller's Ready=False while
+the node looked dead, a restore from an older backup), so the agent writes its own again.
 """
 
 from __future__ import annotations
@@ -207,3 +211,31 @@ def pod_status(policy: str, states: list[CState], *, now: str, pod_ip: str, host
     if message:
         status["message"] = message
     return status
+
+
+def _present(value):
+    """value without what a merge patch or a JSON round trip drops: nulls (merge-patch deletes
+    the key), empty strings, lists and objects (the same as absent to every reader)."""
+    if isinstance(value, dict):
+        out = {k: _present(v) for k, v in value.items()}
+        return {k: v for k, v in out.items() if v not in (None, "", [], {})}
+    if isinstance(value, list):
+        return [_present(v) for v in value]
+    return value
+
+
+def status_differs(api: dict | None, ours: dict) -> bool:
+    """Whether `api` (the pod's status as the API server has it) differs from the status the
+    agent computed, in a field the agent owns. Conditions compare by type, and only the types
+    the agent sets: other writers may add theirs (DisruptionTarget, readiness gates)."""
+    api = _present(api or {})
+    ours = _present(ours)
+    for key, value in ours.items():
+        if key != "conditions":
+            if api.get(key) != value:
+                return True
+            continue
+        theirs = {c.get("type"): c for c in api.get("conditions") or ()}
+        if any(theirs.get(c.get("type")) != c for c in value):
+            return True
+    return False

@@ -68,13 +68,16 @@ def _host_port(text: str, what: str) -> tuple[str, int]:
 
 
 def detect_node_ip() -> str:
-    from pyroute2 import IPRoute
+    from meshnet.node.rtnl import Rtnl
 
-    with IPRoute() as ipr:
-        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
-        for addr in ipr.get_addr(family=2):
-            if addr["scope"] == 0 and names.get(addr["index"]) != BRIDGE:
-                return addr.get_attr("IFA_ADDRESS")
+    nl = Rtnl()
+    try:
+        names = dict(nl.links())
+        for index, address, scope in nl.addresses():
+            if scope == 0 and names.get(index) != BRIDGE:
+                return address
+    finally:
+        nl.close()
     raise DaemonError("no global IPv4 address in this network namespace to use as the node's "
                       "InternalIP; pass --node-ip")
 

@@ -50,17 +50,21 @@ class Route:
 
 @dataclass(frozen=True)
 class NodeView:
-    """The trimmed Node the agent keeps for routing."""
+    """The trimmed Node the agent keeps for routing (and, for its own Node, whether the API
+    still says Ready)."""
     name: str
     pod_cidr: str
     internal_ip: str
+    ready: bool = True
 
 
 def node_view(obj: dict) -> NodeView:
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
     internal = next((a.get("address", "") for a in status.get("addresses") or []
                      if a.get("type") == "InternalIP"), "")
-    return NodeView(obj["metadata"]["name"], spec.get("podCIDR") or "", internal)
+    ready = next((c.get("status") == "True" for c in status.get("conditions") or ()
+                  if c.get("type") == "Ready"), False)
+    return NodeView(obj["metadata"]["name"], spec.get("podCIDR") or "", internal, ready)
 
 
 def compile_routes(nodes: list[NodeView], self_name: str, own_cidr: str = "") -> frozenset[Route]:

@@ -12,15 +12,16 @@ anyone else's.
 
 Cost: a new pod is three netlink round trips and no process (~2 ms of CPU; it was ~35 ms with
 pyroute2's own netns support, which forks a helper process per socket and per `netns.create`,
-and ~6 ms through `IPRoute`, whose requests each run an asyncio loop). Every call runs on ONE
+and ~6 ms through `IPRoute`, whose requests each run an asyncio loop). Everything goes through
+`rtnl` (pyroute2's message classes on a plain socket; not `IPRoute`, whose import alone is
+~11 MiB more in the agent). Every call runs on ONE
 thread of the network's own (`await net.run(net.setup_pod, ...)`), which keeps long-lived
 netlink sockets in the node's namespace. A pod's namespace is entered by that thread alone:
 `unshare(NEWNET)` (new pod) or `setns()` (existing one), open a netlink socket there (a socket
 stays in the namespace it was made in), then `setns()` straight back. A fresh pod is wired with
 `rtnl`'s batched requests: the veth (its bridge port up, `eth0` in the pod) from the node,
 then `lo` up, the address, `eth0` up and the default route in one send from the pod. A pod
-namespace that exists already (a docker sandbox, a half-built pod) goes through `IPRoute` and
-looks before it acts. Invariant: the thread is back in the node's namespace whenever it is not
+namespace that exists already (a docker sandbox, a half-built pod) looks before it acts. Invariant: the thread is back in the node's namespace whenever it is not
 inside `_pod_socket`; if it could not get back, the thread is retired and the next call gets a
 fresh one.
 
@@ -41,14 +42,12 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
-from pyroute2 import IPRoute, config as pyroute2_config, netns
-from pyroute2.netlink.exceptions import NetlinkError
-
-from meshnet.node import rtnl
+from meshnet.node import rtnl  # before any pyroute2 import: see rtnl's docstring
 from meshnet.node.errors import NetworkError
 from meshnet.node.netconfig import (BRIDGE, ETC_NETNS, NETNS_PREFIX, NETNS_RUN_DIR,
                                     VETH_PREFIX, Route, host_veth_name, pod_netns_name)
-from meshnet.node.rtnl import Rtnl
+from meshnet.node.rtnl import NetlinkError, Rtnl
+from pyroute2 import config as pyroute2_config, netns
 
 log = logging.getLogger("meshnet.agent.podnet")
 
@@ -91,8 +90,7 @@ class PodNetwork:
         self.etc_netns = etc_netns
         self.netns_dir = netns_dir
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="podnet")
-        self._ipr: IPRoute | None = None  # the node namespace's socket, made on the thread
-        self._fast: Rtnl | None = None    # the same namespace, for rtnl's batched requests
+        self._nl: Rtnl | None = None  # the node namespace's socket, made on the thread
         self._home = -1                   # fd of the node namespace, for setns() back
         self._bridge = 0                  # ifindex of mn-br0, once known
 
@@ -108,34 +106,25 @@ class PodNetwork:
             # That thread is stuck in a pod's namespace: never use it again.
             self._pool.shutdown(wait=False)
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="podnet")
-            self._ipr, self._fast, self._home = None, None, -1
+            self._nl, self._home = None, -1
             raise NetworkError(str(exc)) from None
 
     def close(self) -> None:
-        if self._ipr is not None:
-            self._pool.submit(self._ipr.close).result()
-            self._ipr = None
-        if self._fast is not None:
-            self._fast.close()
-            self._fast = None
+        if self._nl is not None:
+            self._nl.close()
+            self._nl = None
         self._pool.shutdown(wait=True)
         if self._home >= 0:
             os.close(self._home)
             self._home = -1
 
-    def _node(self) -> IPRoute:
-        if self._ipr is None:
+    def _node(self) -> Rtnl:
+        if self._nl is None:
             self._home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-            self._ipr = IPRoute()
-        return self._ipr
+            self._nl = Rtnl()
+        return self._nl
 
-    def _rtnl(self) -> Rtnl:
-        if self._fast is None:
-            self._node()  # records the home namespace first
-            self._fast = Rtnl()
-        return self._fast
-
-    def _pod_socket(self, path: Path, create: bool, make=IPRoute):
+    def _pod_socket(self, path: Path, create: bool, make=Rtnl):
         """`make()` (a netlink socket) run inside the pod's namespace, where the socket stays;
         `create` makes the namespace first (and binds it at `path`, as `ip netns add`)."""
         self._node()
@@ -160,25 +149,24 @@ class PodNetwork:
 
     @_wrap("setting up the pod bridge " + BRIDGE)
     def ensure_bridge(self) -> None:
-        ipr = self._node()
-        found = ipr.link_lookup(ifname=BRIDGE)
-        if not found:
-            ipr.link("add", ifname=BRIDGE, kind="bridge")
-            found = ipr.link_lookup(ifname=BRIDGE)
-        index = found[0]
-        have = {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=index, family=2)}
-        if self.gateway not in have:
-            ipr.addr("add", index=index, address=self.gateway, prefixlen=self.prefixlen)
-        ipr.link("set", index=index, state="up")
+        node = self._node()
+        index = node.find_link(BRIDGE)
+        if index is None:
+            node.request(rtnl.bridge_add(BRIDGE))
+            index = node.link_index(BRIDGE)
+        if self.gateway not in {a for _i, a, _s in node.addresses(index)}:
+            node.request(rtnl.addr_add(index, self.gateway, self.prefixlen))
+        node.request(rtnl.link_set(index))
         self._bridge = index
         # Routing between pods on other nodes needs forwarding in *this* namespace (the node's).
         Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
 
     @_wrap("deleting the pod bridge " + BRIDGE)
     def remove_bridge(self) -> None:
-        ipr = self._node()
-        for index in ipr.link_lookup(ifname=BRIDGE):
-            ipr.link("del", index=index)
+        node = self._node()
+        index = node.find_link(BRIDGE)
+        if index is not None:
+            node.request(rtnl.link_del(index))
         self._bridge = 0
 
     def setup_pod(self, uid: str, ip: str, resolv_conf: str) -> str:
@@ -206,10 +194,10 @@ class PodNetwork:
 
     def _bridge_index(self) -> int:
         if not self._bridge:
-            found = self._node().link_lookup(ifname=BRIDGE)
-            if not found:
+            found = self._node().find_link(BRIDGE)
+            if found is None:
                 raise NetworkError(f"bridge {BRIDGE} is missing")
-            self._bridge = found[0]
+            self._bridge = found
         return self._bridge
 
     def _add_veth(self, path: Path, veth: str) -> None:
@@ -217,12 +205,12 @@ class PodNetwork:
         with open(path, "rb") as ns:
             add = partial(rtnl.veth_add, veth, self._bridge_index(), "eth0", ns.fileno())
             try:
-                self._rtnl().request(add())
+                self._node().request(add())
             except NetlinkError as exc:
                 if exc.code != errno.EEXIST:
                     raise
                 self._delete_veth(veth)  # an earlier namespace of this pod, still pinned
-                self._rtnl().request(add())
+                self._node().request(add())
 
     def _wire_fresh(self, pod: Rtnl, path: Path, veth: str, ip: str) -> None:
         self._add_veth(path, veth)
@@ -230,25 +218,25 @@ class PodNetwork:
         pod.request(rtnl.link_up(LOOPBACK_INDEX), rtnl.addr_add(eth0, ip, self.prefixlen),
                     rtnl.link_up(eth0), rtnl.default_route(self.gateway))
 
-    def _wire(self, pod: IPRoute, path: Path, veth: str, ip: str) -> None:
-        ipr = self._node()
-        host = ipr.link_lookup(ifname=veth)
-        if host:
-            ipr.link("set", index=host[0], master=self._bridge_index(), state="up")
+    def _wire(self, pod: Rtnl, path: Path, veth: str, ip: str) -> None:
+        host = self._node().find_link(veth)
+        if host is not None:
+            self._node().request(rtnl.link_set(host, master=self._bridge_index()))
         else:
-            for index in pod.link_lookup(ifname="eth0"):
-                pod.link("del", index=index)  # a half-built earlier attempt
+            stale = pod.find_link("eth0")
+            if stale is not None:
+                pod.request(rtnl.link_del(stale))  # a half-built earlier attempt
             self._add_veth(path, veth)
-        pod.link("set", index=LOOPBACK_INDEX, state="up")
-        eth0 = pod.link_lookup(ifname="eth0")[0]
-        have = {a.get_attr("IFA_ADDRESS") for a in pod.get_addr(index=eth0, family=2)}
+        pod.request(rtnl.link_up(LOOPBACK_INDEX))
+        eth0 = pod.link_index("eth0")
+        have = {a for _i, a, _s in pod.addresses(eth0)}
         for stale in have - {ip}:
-            pod.addr("del", index=eth0, address=stale, prefixlen=self.prefixlen)
+            pod.request(rtnl.addr_del(eth0, stale, self.prefixlen))
         if ip not in have:
-            pod.addr("add", index=eth0, address=ip, prefixlen=self.prefixlen)
-        pod.link("set", index=eth0, state="up")
+            pod.request(rtnl.addr_add(eth0, ip, self.prefixlen))
+        pod.request(rtnl.link_up(eth0))
         try:
-            pod.route("add", dst="0.0.0.0/0", gateway=self.gateway)
+            pod.request(rtnl.default_route(self.gateway))
         except NetlinkError as exc:
             if exc.code != errno.EEXIST:
                 raise
@@ -274,16 +262,16 @@ class PodNetwork:
 
     def _delete_veth(self, veth: str) -> None:
         try:
-            ipr = self._node()
-            for index in ipr.link_lookup(ifname=veth):
-                ipr.link("del", index=index)  # takes the pod's eth0 with it
+            node = self._node()
+            index = node.find_link(veth)
+            if index is not None:
+                node.request(rtnl.link_del(index))  # takes the pod's eth0 with it
         except NetlinkError as exc:
             log.warning("deleting %s: %s", veth, exc)
 
     def pod_veths(self) -> list[str]:
         """The pods' veths still on the bridge (namespaces the kernel has yet to destroy)."""
-        return [name for link in self._node().get_links()
-                if (name := link.get_attr("IFLA_IFNAME") or "").startswith(VETH_PREFIX)]
+        return [name for _index, name in self._node().links() if name.startswith(VETH_PREFIX)]
 
     def _write_resolv(self, name: str, text: str) -> None:
         d = self.etc_netns / name
@@ -294,27 +282,22 @@ class PodNetwork:
 
     @_wrap("reading pod routes")
     def current_routes(self) -> frozenset[Route]:
-        routes = set()
-        for r in self._node().get_routes(family=2, proto=ROUTE_PROTO):
-            if r.get("proto") != ROUTE_PROTO:
-                continue
-            dst = f"{r.get_attr('RTA_DST')}/{r['dst_len']}"
-            routes.add(Route(dst, r.get_attr("RTA_GATEWAY") or ""))
-        return frozenset(routes)
+        return frozenset(Route(dst, gateway) for dst, gateway, proto in self._node().routes()
+                         if proto == ROUTE_PROTO)
 
     def apply_routes(self, delete: list[Route], add: list[Route]) -> list[str]:
         """Carry out a route plan; returns one error text per route that failed."""
         failures = []
-        ipr = self._node()
+        node = self._node()
         for r in delete:
             try:
-                ipr.route("del", dst=r.dst, gateway=r.gateway, proto=ROUTE_PROTO)
+                node.request(rtnl.route("del", r.dst, r.gateway, ROUTE_PROTO))
             except NetlinkError as exc:
                 if exc.code != errno.ESRCH:
                     failures.append(f"delete {r}: {exc}")
         for r in add:
             try:
-                ipr.route("replace", dst=r.dst, gateway=r.gateway, proto=ROUTE_PROTO)
+                node.request(rtnl.route("replace", r.dst, r.gateway, ROUTE_PROTO))
             except NetlinkError as exc:
                 failures.append(f"route {r.dst} via {r.gateway} (node {r.node}): {exc}; "
                                 f"host-gw needs the node's InternalIP on a shared network")

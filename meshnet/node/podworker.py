@@ -11,7 +11,13 @@ The agent starts one `PodWorker` per pod bound to the node. Its tasks:
   probe loops        one per probe of a running container; readiness flips `ready`,
                      liveness failure stops the container (the loop then restarts it);
   status_loop()      coalesces changes and PATCHes the pod's status subresource when the
-                     computed status differs from the last one written.
+                     computed status differs from the last one written — or from the API's
+                     copy: every pod update from the informer (watch or relist) is compared
+                     with what we wrote (`lifecycle.status_differs`), and when someone else
+                     changed it (the node lifecycle controller marks a silent node's pods
+                     Ready=False; nothing but us ever puts them back) ours is written again,
+                     as kubelet's status manager does. Updates older than our last write
+                     (by resourceVersion) are our own writes coming back and are not compared.
 
 Every state change goes through `self._set()`, which stores the new frozen `CState` and wakes
 the status loop; nothing else writes status. A pod-level problem (missing ConfigMap, unknown
@@ -55,6 +61,13 @@ FIRST_REPORT_S = 1.0
 ERR_IMAGE_PULL_SHOW_S = 1.0
 
 
+def _resource_version(pod: dict | None) -> int | None:
+    try:
+        return int(((pod or {}).get("metadata") or {}).get("resourceVersion"))
+    except (TypeError, ValueError):
+        return None  # opaque (not ours): compare every update
+
+
 def now_rfc3339() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -86,6 +99,9 @@ class PodWorker:
         self._tasks: list[asyncio.Task] = []
         self._probes: dict[str, list[asyncio.Task]] = {}
         self._last_status: dict | None = None
+        self._written_rv = -1  # resourceVersion of our last status write
+        self._writing = False
+        self._reassert = False  # the API's copy differs from ours: write it again
         self._events_sent: set[tuple[str, str]] = set()
         self._net_future: asyncio.Future | None = None
         self._report_at = time.monotonic() + FIRST_REPORT_S
@@ -97,13 +113,25 @@ class PodWorker:
     # -- wiring --------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
         self._tasks.append(asyncio.create_task(self._status_loop(), name=f"status-{self.key}"))
         self._tasks.append(asyncio.create_task(self.run(), name=f"pod-{self.key}"))
         self._dirty.set()
 
     def update(self, pod: dict) -> None:
         self.pod = pod
+        self._check_api_status()
+
+    def _check_api_status(self) -> None:
+        if self._last_status is None or self._writing or self.stopping or self._reassert:
+            return  # nothing written yet, or the write in flight checks when it is done
+        rv = _resource_version(self.pod)
+        if rv is not None and rv <= self._written_rv:
+            return  # our own write (or an older version) coming back
+        if lc.status_differs(self.pod.get("status"), self._last_status):
+            log.info("%s: status in the API (resourceVersion %s) is not the agent's; "
+                     "writing it again", self.key, rv)
+            self._reassert = True
+            self._dirty.set()
 
     async def config_changed(self) -> None:
         """A ConfigMap or Secret this pod uses changed: refresh volumes, retry waiting ones."""
@@ -129,6 +157,9 @@ class PodWorker:
     # -- the pod -------------------------------------------------------------------------------
 
     async def run(self) -> None:
+        # Off the event loop: a new directory costs a journal write, slow while the API
+        # server's fsyncs keep the disk busy (a hundred pods at once).
+        await asyncio.to_thread(self.dir.mkdir, parents=True, exist_ok=True)
         while not self.stopping:
             try:
                 await self._setup_network()
@@ -146,7 +177,7 @@ class PodWorker:
         net, ipam = self.agent.podnet, self.agent.ipam
         if net is None or ipam is None:
             raise PodError("the node has no podCIDR yet (spec.podCIDR or --pod-cidr)")
-        self.pod_ip = ipam.allocate(self.ipam_key)
+        self.pod_ip = ipam.allocate(self.ipam_key, save=False)  # saved before it is used
         text = resolv_conf(self.namespace, (self.agent.cluster_dns,), self.agent.cluster_domain)
         # A thread cannot be cancelled: terminate() waits for this future before tearing down,
         # or a pod deleted mid-setup would leave a namespace (or a sandbox container) behind.
@@ -159,7 +190,13 @@ class PodWorker:
         # pod's netns name), then the veth and IP go into that namespace, as CNI does.
         await self.agent.runtime.create_sandbox(uid=self.uid, pod_key=self.key,
                                                 hostname=self._hostname())
-        return await net.run(net.setup_pod, self.uid, self.pod_ip, resolv)
+        return await net.run(self._save_ipam_and_setup, net, resolv)
+
+    def _save_ipam_and_setup(self, net, resolv: str) -> str:
+        # On the network's thread: the file write stays off the event loop, and the address is
+        # on disk before it is on the pod's interface.
+        self.agent.ipam.save()
+        return net.setup_pod(self.uid, self.pod_ip, resolv)
 
     def _hostname(self) -> str:
         return (self.pod.get("spec") or {}).get("hostname") or self.name
@@ -328,11 +365,14 @@ class PodWorker:
             if self.stopping:
                 return
             status = self.compute_status()
-            if status == self._last_status:
+            if status == self._last_status and not self._reassert:
                 continue
+            self._writing = True
             try:
-                await self.agent.patch_pod_status(self.namespace, self.name, status)
+                written = await self.agent.patch_pod_status(self.namespace, self.name, status)
                 self._last_status = status
+                self._reassert = False
+                self._written_rv = _resource_version(written) or self._written_rv
             except ApiError as exc:
                 if exc.code == 404:
                     return  # deleted; the agent will terminate us
@@ -343,6 +383,9 @@ class PodWorker:
                 log.warning("%s: status update failed: %s", self.key, exc)
                 await asyncio.sleep(1.0)
                 self._dirty.set()
+            finally:
+                self._writing = False
+            self._check_api_status()  # updates that came while the write was in flight
 
     # -- the end -------------------------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 `build_node()` and `node_status()` are pure (machine facts passed in). `Registration` does the
 I/O as kubelet does: create the Node (or patch its status if it exists), keep `status` fresh
-(Ready condition heartbeat every NODE_STATUS_S), renew the Lease every LEASE_RENEW_S with
+(Ready condition heartbeat every NODE_STATUS_S, or at the next heartbeat once the agent sees
+its Node marked NotReady by the node lifecycle controller), renew the Lease every LEASE_RENEW_S with
 `leaseDurationSeconds` LEASE_DURATION_S — the node lifecycle controller marks a node NotReady
 when its Lease is older than that — and find the node's podCIDR.
 
@@ -116,6 +117,7 @@ class Registration:
         self.labels = labels or {}
         self.node: dict = {}
         self.lease_renewals = 0
+        self.status_due = False  # post node status at the next heartbeat
 
     def __repr__(self) -> str:
         return f"<Registration {self.name} {self.ip} renewals={self.lease_renewals}>"
@@ -190,7 +192,8 @@ class Registration:
         while not stop.is_set():
             try:
                 await self.renew_lease()
-                if time.monotonic() - last_status >= NODE_STATUS_S:
+                if self.status_due or time.monotonic() - last_status >= NODE_STATUS_S:
+                    self.status_due = False
                     await self.register()
                     last_status = time.monotonic()
             except ClientError as exc:

@@ -116,10 +116,9 @@ class NetnsRuntime:
         spec = {"argv": argv, "env": full_env, "mounts": mounts,
                 "workingDir": working_dir, "hostname": hostname}
         spec_path = pod_dir / "containers" / f"{name}.json"
-        spec_path.parent.mkdir(parents=True, exist_ok=True)
-        spec_path.write_text(json.dumps(spec))
         path = log_path(pod_dir, name, restart)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # Off the event loop: new files and directories wait for the disk's journal.
+        await asyncio.to_thread(_write_spec, pod_dir, spec_path, json.dumps(spec), path.parent)
         read_fd, write_fd = os.pipe()
         try:
             proc = await self.spawner.spawn(
@@ -134,7 +133,7 @@ class NetnsRuntime:
             return Container(pod_key, name, FailedProcess(128), path)
         finally:
             os.close(write_fd)
-        _record_pid(pod_dir, proc.pid)
+        _record_pid(pod_dir, proc.pid)  # no await between the spawn and the Container
         return Container(pod_key, name, proc, path, ready_fd=read_fd)
 
     async def wait_started(self, container: Container) -> None:
@@ -219,6 +218,13 @@ def _signal_group(pid: int, sig: int) -> None:
         os.killpg(pid, sig)  # the session leader's group: every process the container made
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _write_spec(pod_dir: Path, spec_path: Path, text: str, log_dir: Path) -> None:
+    spec_path.parent.mkdir(parents=True, exist_ok=True)
+    spec_path.write_text(text)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    (pod_dir / "pids").touch()  # created here, so `_record_pid` on the event loop only appends
 
 
 def _record_pid(pod_dir: Path, pid: int) -> None:

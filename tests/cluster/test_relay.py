@@ -153,3 +153,33 @@ def test_sigterm_stops_it_and_a_busy_port_is_an_error(relay):
     t = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(5) == 0 and time.monotonic() - t < 2
+
+
+ARGS = [
+    ("both kinds, repeated, either spelling",
+     ["--tcp", "127.0.0.1:80=10.0.0.2:8080", "--udp=[::1]:53=127.0.0.1:1053",
+      "--tcp=1.2.3.4:1=5.6.7.8:2"],
+     {"--tcp": [(("127.0.0.1", 80), ("10.0.0.2", 8080)), (("1.2.3.4", 1), ("5.6.7.8", 2))],
+      "--udp": [(("::1", 53), ("127.0.0.1", 1053))]}),
+    ("nothing", [], {"--tcp": [], "--udp": []}),
+    ("no target", ["--tcp", "127.0.0.1:80"], "--tcp 127.0.0.1:80: expected LISTEN=TARGET"),
+    ("a flag with no value", ["--udp"], "--udp needs LISTEN=TARGET"),
+    ("an unknown flag", ["--sctp", "a=b"], "unknown argument '--sctp'"),
+]
+
+
+@pytest.mark.parametrize("desc,argv,expected", ARGS, ids=[a[0] for a in ARGS])
+def test_parse_args(desc, argv, expected):
+    """By hand, not argparse (1.5 MiB of the relay's ~11)."""
+    if isinstance(expected, str):
+        with pytest.raises(ValueError, match=expected.replace("[", r"\[")):
+            relay_module.parse_args(argv)
+    else:
+        assert relay_module.parse_args(argv) == expected
+
+
+def test_bad_arguments_exit_2_with_usage():
+    out = subprocess.run([sys.executable, "-I", "-S", RELAY, "--tcp", "nope"],
+                         capture_output=True, text=True, timeout=10)
+    assert out.returncode == 2 and out.stderr.startswith("usage: relay.py")
+    assert "--tcp nope: expected LISTEN=TARGET" in out.stderr

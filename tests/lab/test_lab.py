@@ -537,15 +537,11 @@ def test_acceptance_4_backup_destroy_the_control_plane_restore(lab):
     doc = lab.outside(f"http://{lab.ip(22)}/", host="web.example")
     assert doc and doc["pod"].startswith("web-")
 
-    # A new control plane from the backup, with kube's default node grace period (40 s; the
-    # module's 15 s makes acceptance 3 quick). Needed because the node lifecycle controller
-    # compares the restored Leases' renewTime with its clock (kube counts the grace from when
-    # it first observes a node): with 15 s, a node whose agent last renewed more than ~5 s
-    # before the kill is marked NotReady the moment the new leader starts, and its pods'
-    # Ready=False is never put back by the agent, so they leave the Endpoints for good.
+    # A new control plane from the backup (with the module's 15 s node grace period: the node
+    # lifecycle controller counts it from when it first sees each node's Lease, not from the
+    # restored renewTime).
     t0 = time.monotonic()
-    out = lab.lab("restore", str(backup), "--credentials", str(kept),
-                  "--apiserver-arg=--node-monitor-grace-period=40s").stdout
+    out = lab.lab("restore", str(backup), "--credentials", str(kept)).stdout
     restore_s = time.monotonic() - t0
     assert f"restored {len(records)} keys" in out, out
     # Right away, a new Service and Ingress: every worker's proxy programs the Service once

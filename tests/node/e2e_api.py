@@ -38,7 +38,8 @@ async def handle(client: AsyncClient, op: dict):
     if kind == "delete":
         return await client.delete(info, ns, op["name"])
     if kind == "patch":
-        return await client.patch(info, ns, op["name"], op["body"])
+        return await client.patch(info, ns, op["name"], op["body"],
+                                  subresource=op.get("subresource"))
     raise ValueError(f"unknown op {kind}")
 
 

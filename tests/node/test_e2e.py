@@ -311,6 +311,37 @@ def test_readiness_probe_failure_flips_ready(cluster):
     cluster.wait_ready("probed")
 
 
+def test_status_someone_else_changed_is_written_again(cluster):
+    """The node lifecycle controller marks the pods of a node it believes dead Ready=False
+    (and the node Unknown); nothing but the agent puts them back. As kubelet's status
+    manager, the agent compares the API's copy with its own on every update and writes its
+    own again — and posts its node status at the next heartbeat, not a minute later."""
+    cluster.create_pod("reassert", ECHO)
+    before = cluster.wait_ready("reassert")["status"]
+    conds = [dict(c) for c in before["conditions"]]
+    for c in conds:
+        if c["type"] == "Ready":
+            c.update(status="False", reason="NodeNotReady", lastTransitionTime=None)
+    marked = cluster.ok(op="patch", plural="pods", name="reassert", subresource="status",
+                        body={"status": {"conditions": conds}})
+    assert not is_ready(marked)
+    after = cluster.wait_ready("reassert", timeout=5)["status"]
+    assert after["conditions"] == before["conditions"]  # transition times included
+
+    node = cluster.ok(op="get", plural="nodes", name=NODE)
+    conds = [dict(c, status="Unknown", reason="NodeStatusUnknown")
+             if c["type"] == "Ready" else c for c in node["status"]["conditions"]]
+    cluster.ok(op="patch", plural="nodes", name=NODE, subresource="status",
+               body={"status": {"conditions": conds}})
+
+    def node_ready():
+        node = cluster.ok(op="get", plural="nodes", name=NODE)
+        return any(c["type"] == "Ready" and c["status"] == "True"
+                   for c in node["status"]["conditions"])
+    # LEASE_RENEW_S (10 s) at most, and the periodic status post is 60 s away.
+    wait_for(node_ready, "node Ready again", timeout=15, interval=0.2)
+
+
 def test_liveness_failure_restarts_with_back_off(cluster):
     cluster.create_pod("unlive", [{**ECHO[0], "livenessProbe": {
         "tcpSocket": {"port": 9999}, "initialDelaySeconds": 1, "periodSeconds": 1,

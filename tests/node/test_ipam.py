@@ -66,3 +66,23 @@ def test_rejects_tiny_or_ipv6_cidrs():
     for cidr in ("10.0.0.0/31", "fd00::/64"):
         with pytest.raises(ValueError, match="IPv4 network of /30 or larger"):
             Ipam(cidr)
+
+
+def test_deferred_save_writes_every_address_before_use_and_only_once(tmp_path, monkeypatch):
+    """The agent allocates with save=False on its event loop and saves on the network thread
+    before the address is used: one write covers every allocation made since the last."""
+    path = tmp_path / "ipam.json"
+    ipam = Ipam.load(path, "10.244.1.0/24")
+    got = [ipam.allocate(f"ns/p{i}/u{i}", save=False) for i in range(3)]
+    assert not path.exists()
+    writes = []
+    real_replace = __import__("os").replace
+    monkeypatch.setattr("meshnet.node.ipam.os.replace",
+                        lambda a, b: (writes.append(b), real_replace(a, b)))
+    ipam.save()
+    ipam.save()  # nothing changed since: no write
+    assert writes == [path]
+    assert Ipam.load(path, "10.244.1.0/24").allocations == {
+        f"ns/p{i}/u{i}": ip for i, ip in enumerate(got)}
+    ipam.release("ns/p0/u0")  # a release is saved at once
+    assert len(writes) == 2 and "ns/p0/u0" not in json.loads(path.read_text())["allocations"]

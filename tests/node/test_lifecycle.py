@@ -120,3 +120,41 @@ def test_completed_pod_is_not_ready():
     assert status["podIP"] is None and status["podIPs"] == []
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert ready["reason"] == "PodCompleted"
+
+
+OURS = lc.pod_status("Always", [running()], now=NOW, pod_ip="10.244.0.5", host_ip="192.168.1.2",
+                     start_time=NOW)
+
+
+def with_ready(status, value, reason):
+    conds = [dict(c, status=value, reason=reason) if c["type"] == "Ready" else c
+             for c in status["conditions"]]
+    return {**status, "conditions": conds}
+
+
+def merge_patched(status):
+    """What the API keeps of a status written with a JSON merge patch: no null fields."""
+    return {k: v for k, v in status.items() if v is not None} | {
+        "conditions": [{k: v for k, v in c.items() if v is not None}
+                       for c in status["conditions"]]}
+
+
+DIFFERS = [
+    ("our own write as the API keeps it", merge_patched(OURS), False),
+    ("the API has never seen a status", None, True),
+    ("marked Ready=False by the node lifecycle controller",
+     with_ready(merge_patched(OURS), "False", "NodeNotReady"), True),
+    ("another writer's condition type is not ours to compare",
+     {**merge_patched(OURS), "conditions": merge_patched(OURS)["conditions"] + [
+         {"type": "DisruptionTarget", "status": "True"}]}, False),
+    ("a field of ours changed (an older backup restored)",
+     {**merge_patched(OURS), "podIP": "10.244.0.9"}, True),
+    ("a container status lost", {**merge_patched(OURS), "containerStatuses": []}, True),
+    ("empty strings and lists are absent", {**merge_patched(OURS), "nominatedNodeName": ""},
+     False),
+]
+
+
+@pytest.mark.parametrize("desc,api,expected", DIFFERS, ids=[c[0] for c in DIFFERS])
+def test_status_differs(desc, api, expected):
+    assert lc.status_differs(api, OURS) is expected

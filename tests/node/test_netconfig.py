@@ -64,4 +64,6 @@ def test_node_view():
     obj = {"metadata": {"name": "b"}, "spec": {"podCIDR": "10.244.2.0/24"},
            "status": {"addresses": [{"type": "Hostname", "address": "b"},
                                     {"type": "InternalIP", "address": "192.168.1.2"}]}}
+    assert node_view(obj) == NodeView("b", "10.244.2.0/24", "192.168.1.2", ready=False)
+    obj["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
     assert node_view(obj) == B
