@@ -165,10 +165,10 @@ def wait_idle(pid: int) -> float:
 
 
 def restore_grown(lab: Lab, ns: str, tmp: Path, api: subprocess.Popen, kubeconfig: Path,
-                  have: int, n: int) -> tuple[subprocess.Popen, Path]:
+                  have: int, n: int, per: int = 1) -> tuple[subprocess.Popen, Path]:
     """The API server again, holding Services svc-0..svc-(n-1): its store (`meshctl backup`)
     plus copies of svc-0 and its Endpoints renamed svc-have.. (each with the ClusterIP and
-    address `populate` would give it), loaded by `meshnet-apiserver --restore` into a new
+    `per` addresses `populate` would give it), loaded by `meshnet-apiserver --restore` into a new
     data dir. Twenty times faster than POSTing them; the proxy sees the same objects."""
     backup, grown = tmp / f"store-{have}.backup", tmp / f"store-{n}.snapshot"
     out = lab.run(ns, [str(BIN / "meshctl"), "--kubeconfig", str(kubeconfig), "backup",
@@ -178,7 +178,7 @@ def restore_grown(lab: Lab, ns: str, tmp: Path, api: subprocess.Popen, kubeconfi
     extend_snapshot(backup, grown, lambda kvs: (
         record for i in range(have, n)
         for record in service_copy(kvs, ("default", "svc-0"), f"svc-{i}", cluster_ip(i),
-                                   [{"ip": ip} for ip in endpoint_ips(i, 1)])))
+                                   [{"ip": ip} for ip in endpoint_ips(i, per)])))
     phase(f"snapshot with {n} Services written")
     lab.stop(api)
     phase("API server stopped")
