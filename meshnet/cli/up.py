@@ -20,6 +20,7 @@ process a crashed agent (or dockerd) left, and removes the namespace, the veth, 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -249,14 +250,15 @@ def _api_client(plan: ClusterPlan, rec: dict) -> RestClient | None:
 
 
 def _write_node_kubeconfig(plan: ClusterPlan) -> None:
-    """The admin kubeconfig with the server the node can reach (the relay on the veth)."""
+    """The admin kubeconfig with the server the node can reach (the relay on the veth), as
+    JSON: the node's daemons then never load PyYAML."""
     doc = yaml.safe_load(plan.admin_kubeconfig.read_text())
     for cluster in doc.get("clusters") or []:
         cluster["cluster"]["server"] = plan.node_api_url
     plan.node_kubeconfig.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(plan.node_kubeconfig, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        yaml.safe_dump(doc, f)
+        json.dump(doc, f, indent=1)
 
 
 def ensure_kube_dns(plan: ClusterPlan, client: RestClient) -> bool:

@@ -26,11 +26,11 @@ entry it means to and keeps everything else in that file.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import tempfile
 from dataclasses import dataclass, field
 
-import yaml
 
 from .errors import ConfigError
 from .failover import SERVERS_EXTENSION, split_servers
@@ -147,12 +147,13 @@ def _load_file(path: str) -> ConfigFile:
     except OSError as e:
         raise ConfigError(f'error loading config file "{path}": {e.strerror}') from None
     try:
-        data = yaml.safe_load(text) if text.strip() else {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e)
-        raise ConfigError(f'error loading config file "{path}": {where}{problem}') from None
+        # JSON (a YAML subset kubectl reads too): daemons given a JSON kubeconfig never load
+        # PyYAML (~1.2 MiB each). Flow-style YAML that is not JSON still goes to PyYAML.
+        if not text.lstrip().startswith("{"):
+            raise ValueError
+        data = json.loads(text)
+    except ValueError:
+        data = _load_yaml(path, text)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -165,6 +166,18 @@ def _load_file(path: str) -> ConfigFile:
     return ConfigFile(path, data, True)
 
 
+def _load_yaml(path: str, text: str):
+    import yaml
+
+    try:
+        return yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f'error loading config file "{path}": {where}{problem}') from None
+
+
 def _entries(data: dict, section: str, inner: str) -> list[tuple[str, dict]]:
     out = []
     for item in data.get(section) or []:
@@ -174,6 +187,8 @@ def _entries(data: dict, section: str, inner: str) -> list[tuple[str, dict]]:
 
 
 def _dump(data: dict) -> str:
+    import yaml
+
     return yaml.safe_dump(data, default_flow_style=False, sort_keys=True, width=10**9)
 
 

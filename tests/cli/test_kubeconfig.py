@@ -1,7 +1,10 @@
 """Kubeconfig loading, merging, resolution and write-back, on tmp files (client-go's rules)."""
 
 import base64
+import json
 import os
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -143,6 +146,35 @@ def test_unreadable_files_name_the_file_and_line(tmp_path):
         Kubeconfig.load(env={"KUBECONFIG": str(bad)})
     with pytest.raises(ConfigError, match="stat /nope: no such file or directory"):
         Kubeconfig.load("/nope", env={})
+
+
+def test_json_and_flow_style_files_load_like_yaml(tmp_path, two_files):
+    a, _ = two_files
+    want = Kubeconfig.load(str(a), env={}).connection(None)
+    as_json = tmp_path / "json"
+    as_json.write_text(json.dumps(yaml.safe_load(a.read_text())))
+    assert Kubeconfig.load(str(as_json), env={}).connection(None) == want
+    flow = tmp_path / "flow"  # starts with "{" but is not JSON: still YAML
+    flow.write_text(yaml.safe_dump(yaml.safe_load(a.read_text()), default_flow_style=True))
+    assert not flow.read_text().startswith('{"')
+    assert Kubeconfig.load(str(flow), env={}).connection(None) == want
+    broken = tmp_path / "broken"
+    broken.write_text('{"clusters": [\n')
+    with pytest.raises(ConfigError, match=f'error loading config file "{broken}": line'):
+        Kubeconfig.load(str(broken), env={})
+
+
+def test_a_json_kubeconfig_does_not_load_pyyaml(tmp_path, two_files):
+    a, _ = two_files
+    as_json = tmp_path / "json"
+    as_json.write_text(json.dumps(yaml.safe_load(a.read_text())))
+    code = ("import sys; from meshnet.client.kubeconfig import Kubeconfig; "
+            f"Kubeconfig.load({str(as_json)!r}, env={{}}).connection(None); "
+            "print('yaml' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
 
 
 def test_use_context_writes_to_the_first_file_with_a_current_context(two_files):

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from conftest import kill_process, stop_process
-from meshnet.control.apiserver.certs import issue_cert, new_ca, write_cert
+from meshnet.control.apiserver.pki import issue_cert, new_ca, write_cert
 
 READY_TIMEOUT_S = 30.0
 # meshnet txns have a handful of ops, but the store tests write 10k keys in one txn
