@@ -19,6 +19,15 @@ BIN = Path(sys.executable).parent
 READY_TIMEOUT_S = 30.0
 
 
+def python_says(code: str) -> list[str]:
+    """The words a fresh interpreter prints running `code` (a clean sys.modules, for tests of
+    what a process imports)."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
 def kill_process(proc: subprocess.Popen | None) -> None:
     """SIGKILL a process this test started and reap it; returns None for `self.proc = ...`."""
     if proc is not None:

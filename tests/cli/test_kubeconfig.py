@@ -3,14 +3,14 @@
 import base64
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import yaml
 
 from meshnet.client.errors import ConfigError
 from meshnet.client.kubeconfig import Kubeconfig, default_chain, meshnet_data_dir, precedence
+
+from conftest import python_says
 
 CA = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nQUJD\n-----END CERTIFICATE-----\n").decode()
 
@@ -171,10 +171,7 @@ def test_a_json_kubeconfig_does_not_load_pyyaml(tmp_path, two_files):
     code = ("import sys; from meshnet.client.kubeconfig import Kubeconfig; "
             f"Kubeconfig.load({str(as_json)!r}, env={{}}).connection(None); "
             "print('yaml' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "False"
+    assert python_says(code) == ["False"]
 
 
 def test_use_context_writes_to_the_first_file_with_a_current_context(two_files):

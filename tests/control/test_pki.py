@@ -5,13 +5,13 @@ the server's own process (pki.py runs as a child)."""
 from __future__ import annotations
 
 import ssl
-import subprocess
-import sys
 
 import pytest
 from cryptography import x509
 
 from meshnet.control.apiserver.certs import PKIError, ensure_credentials
+
+from conftest import python_says
 
 ARGS = dict(listen_host="127.0.0.1", listen_port=6443, advertise=[], cluster_domain="cluster.local",
             service_ip="10.96.0.1")
@@ -53,8 +53,5 @@ def test_the_server_process_never_imports_cryptography(tmp_path):
             "from meshnet.control.apiserver.certs import ensure_credentials; "
             f"ensure_credentials(Path({str(tmp_path)!r}), **{ARGS!r}); "
             "print('cryptography' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "False"
+    assert python_says(code) == ["False"]
     assert (tmp_path / "apiserver.crt").exists()

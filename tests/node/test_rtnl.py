@@ -5,9 +5,9 @@ __init__ out of the agent and the proxy."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
+from conftest import python_says
 from netns import lab  # noqa: F401  (the fixture)
 
 PY = sys.executable
@@ -46,13 +46,6 @@ def test_requests_and_dumps_in_a_namespace(lab):  # noqa: F811
         "missing": None, "links": ["lo", "mn-br0"], "addresses": [["10.244.7.1", 0]],
         "routes": [["10.244.9.0/24", "10.244.7.3", 77]], "after_del": [], "del_again": 3,
         "gone": None}
-
-
-def python_says(code: str) -> list[str]:
-    """The words a fresh interpreter prints (a clean sys.modules for import tests)."""
-    done = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    return done.stdout.split()
 
 
 def test_the_agent_does_not_import_all_of_pyroute2():
