@@ -16,11 +16,16 @@ Installs the Debian packages it drives if missing (nginx-light, wrk), then in on
   with a TLS section and ssl-redirect off, a kubernetes.io/tls Secret);
 - wrk (one thread) for each of: keep-alive, a new connection per request (`Connection: close`),
   TLS keep-alive and TLS with a new connection per request; and the backend alone as the
-  ceiling of the setup.
+  ceiling of the setup;
+- then the whole machine: `meshnet-ingress --workers 2` against nginx `worker_processes 2`
+  (both with SO_REUSEPORT listeners, as ingress-nginx's default `reuse-port`), keep-alive and a
+  new connection per request, wrk with two threads; nothing pinned -- proxies, wrk and the
+  backend share both CPUs as the scheduler likes.
 
-Fairness: each proxy is pinned to CPU 1 (`taskset`), one process/worker each; wrk and the
-backend share CPU 0 (the machine this was written on has two). Both proxies log no access
-lines (nginx `access_log off`, meshnet-ingress `--log-level warning`), and nginx's
+Fairness, per core: each proxy is pinned to CPU 1 (`taskset`), one process/worker each; wrk
+and the backend share CPU 0 (the machine this was written on has two). The whole-machine lines
+pin nothing (the backend stays on CPU 0, one worker, for both proxies alike). Both proxies log
+no access lines (nginx `access_log off`, meshnet-ingress `--log-level warning`), and nginx's
 `keepalive_requests` limits (1000 by default, client and upstream side) are raised so that
 neither proxy reconnects mid-run. Each proxy's CPU use during the run is reported: near 100%
 means the proxy was the bottleneck, well below means the load side was.
@@ -69,6 +74,10 @@ MODES = [
     ("TLS, keep-alive", "https", []),
     ("TLS, new connection per request", "https", ["Connection: close"]),
 ]
+
+# The whole-machine comparison (issue 8: one process per core with SO_REUSEPORT).
+WORKERS = 2
+WHOLE_MACHINE_MODES = MODES[:2]
 
 WRK_REPORT_LUA = """
 done = function(summary, latency, requests)
@@ -127,7 +136,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 NGINX_COMMON = """
-worker_processes 1;
+worker_processes {workers};
 {user}
 error_log {dir}/error.log warn;
 pid {dir}/nginx.pid;
@@ -168,8 +177,8 @@ INGRESS_NGINX_TLS = f"""
 PROXY_SERVER = """
   upstream backend {{ server {backend}; keepalive 320; keepalive_requests 100000000; }}
   server {{
-    listen {ip}:{http_port} backlog=4096;
-    listen {ip}:{https_port} ssl backlog=4096;
+    listen {ip}:{http_port} backlog=4096{reuseport};
+    listen {ip}:{https_port} ssl backlog=4096{reuseport};
     server_name {host};
     ssl_certificate {dir}/tls.crt;
     ssl_certificate_key {dir}/tls.key;{tls}
@@ -188,21 +197,29 @@ PROXY_SERVER = """
 """
 
 
+def pinned(cpu: str | None) -> list[str]:
+    return ["taskset", "-c", cpu] if cpu is not None else []
+
+
+def children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
 class Nginx:
-    def __init__(self, workdir: Path, servers: str, cpu: str):
+    def __init__(self, workdir: Path, servers: str, cpu: str | None, workers: int = 1):
         self.dir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         user = "user root root;" if os.geteuid() == 0 else ""
         conf = workdir / "nginx.conf"
-        conf.write_text(NGINX_COMMON.format(user=user, dir=workdir, servers=servers))
-        self.proc = subprocess.Popen(["taskset", "-c", cpu, "nginx", "-c", str(conf), "-p",
+        conf.write_text(NGINX_COMMON.format(user=user, dir=workdir, servers=servers,
+                                            workers=workers))
+        self.proc = subprocess.Popen([*pinned(cpu), "nginx", "-c", str(conf), "-p",
                                       str(workdir), "-g", "daemon off;"],
                                      start_new_session=True)
 
     @property
-    def worker_pid(self) -> int:
-        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
-        return int(children.split()[0])
+    def worker_pids(self) -> list[int]:
+        return children(self.proc.pid)
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -213,6 +230,7 @@ class Meshnet:
     """meshnet-apiserver (objects) and meshnet-ingress (the proxy)."""
 
     def __init__(self, workdir: Path, backend_port: int, cert: bytes, key: bytes):
+        self.dir = workdir
         self.api = subprocess.Popen(
             ["taskset", "-c", LOAD_CPU, str(BIN / "meshnet-apiserver"), "--data-dir",
              str(workdir), "--listen", "127.0.0.1:0", "--log-level", "warning"],
@@ -220,15 +238,23 @@ class Meshnet:
         line = self.api.stdout.readline()
         if b"ready on" not in line:
             raise SystemExit(f"meshnet-apiserver did not start: {line!r}")
-        kubeconfig = workdir / "admin.kubeconfig"
-        self._apply_objects(kubeconfig, backend_port, cert, key)
-        status_port = free_port(MESHNET_IP)
+        self._apply_objects(workdir / "admin.kubeconfig", backend_port, cert, key)
         self.log = open(workdir / "ingress.log", "wb")
+        self.proc: subprocess.Popen | None = None
+        self.start_ingress(PROXY_CPU, 1)
+
+    def start_ingress(self, cpu: str | None, workers: int) -> None:
+        """(Re)starts meshnet-ingress, pinned to `cpu` (None: not pinned)."""
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(15)
+        status_port = free_port(MESHNET_IP)
         self.proc = subprocess.Popen(
-            ["taskset", "-c", PROXY_CPU, str(BIN / "meshnet-ingress"), "--kubeconfig",
-             str(kubeconfig), "--http-listen", f"{MESHNET_IP}:0", "--https-listen",
-             f"{MESHNET_IP}:0", "--status-listen", f"{MESHNET_IP}:{status_port}",
-             "--default-ssl-certificate", "default/bench-cert", "--log-level", "warning"],
+            [*pinned(cpu), str(BIN / "meshnet-ingress"), "--kubeconfig",
+             str(self.dir / "admin.kubeconfig"), "--http-listen", f"{MESHNET_IP}:0",
+             "--https-listen", f"{MESHNET_IP}:0", "--status-listen",
+             f"{MESHNET_IP}:{status_port}", "--default-ssl-certificate", "default/bench-cert",
+             "--log-level", "warning", "--workers", str(workers)],
             stdout=subprocess.PIPE, stderr=self.log, start_new_session=True)
         line = self.proc.stdout.readline().decode()
         if "ready on" not in line:
@@ -241,6 +267,11 @@ class Meshnet:
             if time.monotonic() > deadline:
                 raise SystemExit("meshnet-ingress never routed bench.test")
             time.sleep(0.1)
+
+    @property
+    def pids(self) -> list[int]:
+        """The processes that serve: the workers with --workers, else the one process."""
+        return children(self.proc.pid) or [self.proc.pid]
 
     @staticmethod
     def _apply_objects(kubeconfig: Path, backend_port: int, cert: bytes, key: bytes) -> None:
@@ -279,8 +310,9 @@ class Meshnet:
         self.log.close()
 
 
-def wrk(url: str, headers: list[str], seconds: float, connections: int, script: Path) -> dict:
-    args = ["taskset", "-c", LOAD_CPU, "wrk", "-t", "1", "-c", str(connections), "-d",
+def wrk(url: str, headers: list[str], seconds: float, connections: int, script: Path,
+        cpu: str | None = LOAD_CPU, threads: int = 1) -> dict:
+    args = [*pinned(cpu), "wrk", "-t", str(threads), "-c", str(connections), "-d",
             f"{max(1, round(seconds))}s", "--timeout", "5s", "-s", str(script), "-H", f"Host: {HOST}"]
     for h in headers:
         args += ["-H", h]
@@ -294,12 +326,15 @@ def wrk(url: str, headers: list[str], seconds: float, connections: int, script: 
     raise SystemExit(f"wrk printed no report: {out!r}")
 
 
-def measure(url: str, headers: list[str], pid: int | None, args, script: Path) -> dict:
-    wrk(url, headers, 1, args.connections, script)  # warm up (pools, caches)
-    c0, t0 = (cpu_seconds(pid) if pid else 0.0), time.monotonic()
-    r = wrk(url, headers, args.seconds, args.connections, script)
-    if pid:
-        r["cpu"] = (cpu_seconds(pid) - c0) / (time.monotonic() - t0)
+def measure(url: str, headers: list[str], pids: list[int], args, script: Path, *,
+            warm_up: bool = True, cpu: str | None = LOAD_CPU, threads: int = 1) -> dict:
+    """wrk's figures, and "cpu": the CPU time of `pids` over the run per second of it."""
+    if warm_up:
+        wrk(url, headers, 1, args.connections, script, cpu, threads)  # pools, caches
+    c0, t0 = sum(map(cpu_seconds, pids)), time.monotonic()
+    r = wrk(url, headers, args.seconds, args.connections, script, cpu, threads)
+    if pids:
+        r["cpu"] = (sum(map(cpu_seconds, pids)) - c0) / (time.monotonic() - t0)
     return r
 
 
@@ -329,47 +364,57 @@ def median_by(rounds: list[tuple], side: int, key: str) -> dict:
     return ordered[len(ordered) // 2]
 
 
-def render(rows: list[tuple], args, direct: dict) -> str:
-    lines = [f"# meshnet-ingress vs nginx reverse proxy — {time.strftime('%Y-%m-%d %H:%M')}", "",
-             f"{versions()}", "",
-             f"wrk: 1 thread, {args.connections} connections, {args.seconds:g} s per "
-             f"measurement after a 1 s warm-up. Backend: nginx `return 200` (13-byte body), "
-             f"1 worker; alone it serves {direct['rps']:,.0f} req/s keep-alive "
-             f"(p99 {direct['p99_us'] / 1000:.2f} ms) on this setup. Proxies pinned to CPU "
-             f"{PROXY_CPU}, one worker each; wrk and the backend on CPU {LOAD_CPU}.", "",
-             "| mode | nginx req/s | meshnet req/s | ratio | ratio per CPU-second | "
+def figures(rounds: list[tuple]) -> tuple[dict, dict, float, float]:
+    """(nginx's median round, meshnet's, the median ratio, the median ratio per CPU-second)."""
+    ratio = statistics.median(m["rps"] / n["rps"] for n, m in rounds)
+    per_cpu = statistics.median((m["rps"] / m["cpu"]) / (n["rps"] / n["cpu"])
+                                for n, m in rounds)
+    return median_by(rounds, 0, "rps"), median_by(rounds, 1, "rps"), ratio, per_cpu
+
+
+def table(rows: list[tuple]) -> list[str]:
+    lines = ["| mode | nginx req/s | meshnet req/s | ratio | ratio per CPU-second | "
              "nginx p99 | meshnet p99 | nginx CPU | meshnet CPU | errors (nginx/meshnet) |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for mode, rounds in rows:
-        ng = median_by(rounds, 0, "rps")
-        me = median_by(rounds, 1, "rps")
-        ratio = statistics.median(m["rps"] / n["rps"] for n, m in rounds)
-        per_cpu = statistics.median((m["rps"] / m["cpu"]) / (n["rps"] / n["cpu"])
-                                    for n, m in rounds)
+        ng, me, ratio, per_cpu = figures(rounds)
         errors = (sum(n["errors"] for n, _ in rounds), sum(m["errors"] for _, m in rounds))
         lines.append(f"| {mode} | {ng['rps']:,.0f} | {me['rps']:,.0f} | **{ratio:.2f}x** | "
                      f"{per_cpu:.2f}x | {ng['p99_us'] / 1000:.2f} ms | "
                      f"{me['p99_us'] / 1000:.2f} ms | {ng['cpu']:.0%} | {me['cpu']:.0%} | "
                      f"{errors[0]}/{errors[1]} |")
+    return lines
+
+
+def render(rows: list[tuple], whole: list[tuple], args, direct: dict) -> str:
+    lines = [f"# meshnet-ingress vs nginx reverse proxy — {time.strftime('%Y-%m-%d %H:%M')}", "",
+             f"{versions()}", "",
+             f"wrk: {args.connections} connections, {args.seconds:g} s per measurement, a 1 s "
+             f"warm-up before each mode's first round. Backend: nginx `return 200` (13-byte "
+             f"body), 1 worker on CPU {LOAD_CPU}; alone it serves {direct['rps']:,.0f} req/s "
+             f"keep-alive (p99 {direct['p99_us'] / 1000:.2f} ms) on this setup.", "",
+             f"## Per core: one worker each, proxies pinned to CPU {PROXY_CPU}, wrk (1 thread) "
+             f"on CPU {LOAD_CPU}", "", *table(rows)]
+    if whole:
+        lines += ["", f"## Whole machine: meshnet-ingress --workers {WORKERS} vs nginx "
+                  f"worker_processes {WORKERS}, SO_REUSEPORT listeners; proxies and wrk "
+                  f"({WORKERS} threads) unpinned", "", *table(whole)]
     lines += ["", f"Medians of {args.rounds} alternating rounds (nginx, then meshnet, per round). "
-              "Target: ratio >= 0.5 (issue 5, acceptance 4). CPU is the proxy process's "
-              "user+system time over the run: 100% means the proxy was the bottleneck; below "
-              "that, the load side or other processes on the machine held it back, which is "
-              "why requests per CPU-second are compared too."]
+              "Target: ratio >= 0.5 per core (issue 5, acceptance 4). CPU is the proxy's "
+              "user+system time over the run (all its workers): 100% per worker means the "
+              "proxy was the bottleneck; below that, the load side or other processes on the "
+              "machine held it back, which is why requests per CPU-second are compared too."]
     return "\n".join(lines) + "\n"
 
 
-def summary_lines(rows: list[tuple]) -> list[dict]:
+def summary_lines(rows: list[tuple], whole: list[tuple]) -> list[dict]:
     """bench/run's lines (bench/summary.py), computed as in `render`."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import summary
 
     out = []
     for mode, rounds in rows:
-        ng, me = median_by(rounds, 0, "rps"), median_by(rounds, 1, "rps")
-        ratio = statistics.median(m["rps"] / n["rps"] for n, m in rounds)
-        per_cpu = statistics.median((m["rps"] / m["cpu"]) / (n["rps"] / n["cpu"])
-                                    for n, m in rounds)
+        ng, me, ratio, per_cpu = figures(rounds)
         out.append(summary.line("ingress", f"requests/s, {mode}", f"{me['rps']:,.0f}",
                                 f"{ng['rps']:,.0f} (nginx)", ratio, "≥ 0.5", ratio >= 0.5))
         out.append(summary.line("ingress", f"requests per CPU-second, {mode}", "—",
@@ -377,86 +422,120 @@ def summary_lines(rows: list[tuple]) -> list[dict]:
         out.append(summary.line("ingress", f"p99, {mode}", f"{me['p99_us'] / 1000:.2f} ms",
                                 f"{ng['p99_us'] / 1000:.2f} ms (nginx)",
                                 ng["p99_us"] / me["p99_us"]))
+    for mode, rounds in whole:
+        ng, me, ratio, _ = figures(rounds)
+        out.append(summary.line(
+            "ingress", f"requests/s, whole machine ({WORKERS} workers each), {mode}",
+            f"{me['rps']:,.0f}", f"{ng['rps']:,.0f} (nginx)", ratio))
     return out
+
+
+def compare(modes, nginx: Nginx, ng_ports: tuple[int, int], meshnet: Meshnet, args,
+            script: Path, *, cpu: str | None = LOAD_CPU, threads: int = 1) -> list[tuple]:
+    """[(mode, [(nginx's figures, meshnet's) per round])]; rounds alternate the two."""
+    rows = []
+    for mode, scheme, headers in modes:
+        port_ng = ng_ports[scheme == "https"]
+        port_me = meshnet.https_port if scheme == "https" else meshnet.http_port
+        rounds = []
+        for i in range(args.rounds):  # alternated, so drifting load hits both alike
+            ng = measure(f"{scheme}://{NGINX_IP}:{port_ng}/", headers, nginx.worker_pids,
+                         args, script, warm_up=i == 0, cpu=cpu, threads=threads)
+            me = measure(f"{scheme}://{MESHNET_IP}:{port_me}/", headers, meshnet.pids, args,
+                         script, warm_up=i == 0, cpu=cpu, threads=threads)
+            print(f"{mode}: nginx {ng['rps']:,.0f} req/s p99 {ng['p99_us'] / 1000:.2f} ms cpu "
+                  f"{ng['cpu']:.0%}; meshnet {me['rps']:,.0f} req/s p99 "
+                  f"{me['p99_us'] / 1000:.2f} ms cpu {me['cpu']:.0%}; ratio "
+                  f"{me['rps'] / ng['rps']:.2f}", flush=True)
+            rounds.append((ng, me))
+        rows.append((mode, rounds))
+        if args.profile:
+            out = Path(args.profile)
+            out.mkdir(parents=True, exist_ok=True)
+            name = f"{mode.replace(' ', '_').replace(',', '')}{'-whole' if cpu is None else ''}"
+            profile(meshnet.pids[0], f"{scheme}://{MESHNET_IP}:{port_me}/", headers,
+                    args, script, out / f"{name}.txt")  # with --workers: worker 0
+    return rows
+
+
+def start_nginx_proxy(workdir: Path, backend_port: int, ports: tuple[int, int], args,
+                      cpu: str | None, workers: int) -> Nginx:
+    nginx = Nginx(workdir, PROXY_SERVER.format(
+        backend=f"{BACKEND_IP}:{backend_port}", ip=NGINX_IP, http_port=ports[0],
+        https_port=ports[1], host=HOST, dir=workdir,
+        tls="" if args.nginx_debian_tls else INGRESS_NGINX_TLS,
+        reuseport=" reuseport" if workers > 1 else ""), cpu, workers)
+    wait_port(NGINX_IP, ports[0])
+    return nginx
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--connections", type=int, default=50)
-    p.add_argument("--rounds", type=int, default=3,
+    p.add_argument("--rounds", type=int, default=2,
                    help="alternating nginx/meshnet measurements per mode; medians reported")
     p.add_argument("--profile", metavar="DIR", help="py-spy profiles of meshnet-ingress")
     p.add_argument("--modes", default="", help="comma-separated mode numbers (default all)")
+    p.add_argument("--no-whole-machine", action="store_true",
+                   help=f"skip the {WORKERS}-worker comparison")
     p.add_argument("--summary", help="also write this run's lines for bench/run to this file")
     p.add_argument("--nginx-debian-tls", action="store_true",
                    help="nginx on Debian's TLS defaults (TLS 1.2 at most, tickets) instead of "
                         "ingress-nginx's")
     args = p.parse_args()
+    began = time.monotonic()
     ensure_packages()
     from meshnet.ingress.certs import generate_self_signed
 
     cert, key = generate_self_signed(HOST)
     modes = [MODES[int(i)] for i in args.modes.split(",")] if args.modes else MODES
+    whole: list[tuple] = []
     with tempfile.TemporaryDirectory(prefix="bench-ingress-") as tmp:
         tmp = Path(tmp)
         script = tmp / "report.lua"
         script.write_text(WRK_REPORT_LUA)
         backend_port = free_port(BACKEND_IP)
-        ng_http, ng_https = free_port(NGINX_IP), free_port(NGINX_IP)
+        ng_ports = (free_port(NGINX_IP), free_port(NGINX_IP))
         started = []
         try:
             backend = Nginx(tmp / "backend", BACKEND_SERVER.format(
                 ip=BACKEND_IP, port=backend_port, body=BODY.replace("\n", "\\n")), LOAD_CPU)
             started.append(backend)
             wait_port(BACKEND_IP, backend_port)
-            (tmp / "proxy").mkdir()
-            (tmp / "proxy" / "tls.crt").write_bytes(cert)
-            (tmp / "proxy" / "tls.key").write_bytes(key)
-            nginx = Nginx(tmp / "proxy", PROXY_SERVER.format(
-                backend=f"{BACKEND_IP}:{backend_port}", ip=NGINX_IP, http_port=ng_http,
-                https_port=ng_https, host=HOST, dir=tmp / "proxy",
-                tls="" if args.nginx_debian_tls else INGRESS_NGINX_TLS), PROXY_CPU)
+            for name in ("proxy", "proxy-whole"):
+                (tmp / name).mkdir()
+                (tmp / name / "tls.crt").write_bytes(cert)
+                (tmp / name / "tls.key").write_bytes(key)
+            nginx = start_nginx_proxy(tmp / "proxy", backend_port, ng_ports, args, PROXY_CPU, 1)
             started.append(nginx)
-            wait_port(NGINX_IP, ng_http)
             meshnet = Meshnet(tmp / "meshnet", backend_port, cert, key)
             started.append(meshnet)
-            direct = measure(f"http://{BACKEND_IP}:{backend_port}/", [], None, args, script)
+            direct = measure(f"http://{BACKEND_IP}:{backend_port}/", [], [], args, script)
             print(f"backend alone: {direct['rps']:,.0f} req/s", flush=True)
-            rows = []
-            for mode, scheme, headers in modes:
-                port_ng = ng_http if scheme == "http" else ng_https
-                port_me = meshnet.http_port if scheme == "http" else meshnet.https_port
-                rounds = []
-                for _ in range(args.rounds):  # alternated, so drifting load hits both alike
-                    ng = measure(f"{scheme}://{NGINX_IP}:{port_ng}/", headers,
-                                 nginx.worker_pid, args, script)
-                    me = measure(f"{scheme}://{MESHNET_IP}:{port_me}/", headers,
-                                 meshnet.proc.pid, args, script)
-                    print(f"{mode}: nginx {ng['rps']:,.0f} req/s p99 "
-                          f"{ng['p99_us'] / 1000:.2f} ms cpu {ng['cpu']:.0%}; meshnet "
-                          f"{me['rps']:,.0f} req/s p99 {me['p99_us'] / 1000:.2f} ms cpu "
-                          f"{me['cpu']:.0%}; ratio {me['rps'] / ng['rps']:.2f}", flush=True)
-                    rounds.append((ng, me))
-                rows.append((mode, rounds))
-                if args.profile:
-                    out = Path(args.profile)
-                    out.mkdir(parents=True, exist_ok=True)
-                    profile(meshnet.proc.pid, f"{scheme}://{MESHNET_IP}:{port_me}/", headers,
-                            args, script, out / f"{mode.replace(' ', '_').replace(',', '')}.txt")
+            rows = compare(modes, nginx, ng_ports, meshnet, args, script)
+            if not args.no_whole_machine:
+                started.remove(nginx)
+                nginx.stop()
+                nginx = start_nginx_proxy(tmp / "proxy-whole", backend_port, ng_ports, args,
+                                          None, WORKERS)
+                started.append(nginx)
+                meshnet.start_ingress(None, WORKERS)
+                whole = compare([m for m in WHOLE_MACHINE_MODES if m in modes], nginx,
+                                ng_ports, meshnet, args, script, cpu=None, threads=WORKERS)
         finally:
             for s in reversed(started):
                 s.stop()
-    report = render(rows, args, direct)
+    report = render(rows, whole, args, direct)
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"ingress-{time.strftime('%Y-%m-%d')}.md"
     path.write_text(report)
     print(report)
-    print(f"written to {path}")
+    print(f"written to {path} ({time.monotonic() - began:.0f} s)")
     if args.summary:
         import summary
 
-        summary.write(args.summary, summary_lines(rows))
+        summary.write(args.summary, summary_lines(rows, whole))
 
 
 if __name__ == "__main__":

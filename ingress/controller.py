@@ -48,13 +48,17 @@ COMPONENT = "meshnet-ingress"
 
 class IngressController:
     def __init__(self, client: AsyncClient, proxy: Proxy, tls: TLSStore, config: RoutingConfig,
-                 *, publish_address: str = "", default_certificate: str = ""):
+                 *, publish_address: str = "", default_certificate: str = "",
+                 writer: bool = True):
+        """writer: this controller writes the IngressClass, Ingress statuses and Events
+        (with --workers, worker 0 only: the others watch and serve)."""
         self.client = client
         self.proxy = proxy
         self.tls = tls
         self.config = config
         self.publish_address = publish_address
         self.default_certificate = default_certificate
+        self.writer = writer
         self.dirty = asyncio.Event()
         self.syncs = 0
         self._reported: set[Problem] = set()
@@ -83,7 +87,8 @@ class IngressController:
         return self.syncs > 0
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self.ensure_ingress_class()
+        if self.writer:
+            await self.ensure_ingress_class()
         for inf in self.informers:
             inf.start()
         try:
@@ -123,8 +128,9 @@ class IngressController:
         self.syncs += 1
         new = [p for p in problems + cert_problems if p not in self._reported]
         self._reported = set(problems + cert_problems)
-        self._spawn(self._report(new))
-        self._spawn(self._write_statuses([self.ingresses.cache[k] for k in table.served]))
+        if self.writer:
+            self._spawn(self._report(new))
+            self._spawn(self._write_statuses([self.ingresses.cache[k] for k in table.served]))
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)

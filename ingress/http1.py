@@ -119,11 +119,12 @@ def upstream_request_head(method: bytes, target: bytes, rest: list[tuple[bytes, 
 
 def response_head(status: int, reason: bytes, rest: list[tuple[bytes, bytes]],
                   special: dict[bytes, bytes], *, framing: str, keep_alive: bool,
-                  upgrade: bytes | None = None) -> bytes:
+                  upgrade: bytes | None = None, http10: bool = False) -> bytes:
     """The response head sent to the client: `rest` and `special` as split_headers made them
     from the backend's head. framing: "length" (Content-Length kept), "chunked" (the proxy
     chunks), "close" (body until close) or "none" (no body). Server and Date are the
-    backend's when it sent them."""
+    backend's when it sent them. http10: the client speaks HTTP/1.0, whose connections close
+    after a response unless it says `Connection: keep-alive` (RFC 9112 9.3)."""
     out = [b"HTTP/1.1 ", str(status).encode(), b" ", reason or REASONS.get(status, b""),
            b"\r\nServer: ", special.get(b"server", SERVER_NAME),
            b"\r\nDate: ", special.get(b"date") or http_date(), b"\r\n"]
@@ -139,6 +140,8 @@ def response_head(status: int, reason: bytes, rest: list[tuple[bytes, bytes]],
         out += (b"Connection: upgrade\r\nUpgrade: ", upgrade, b"\r\n")
     elif not keep_alive:
         out.append(b"Connection: close\r\n")
+    elif http10:
+        out.append(b"Connection: keep-alive\r\n")
     out.append(b"\r\n")
     return b"".join(out)
 
@@ -151,7 +154,7 @@ LAST_CHUNK = b"0\r\n\r\n"
 
 
 def error_page(status: int, *, keep_alive: bool, head_only: bool = False,
-               extra: list[tuple[bytes, bytes]] = ()) -> bytes:
+               extra: list[tuple[bytes, bytes]] = (), http10: bool = False) -> bytes:
     """A complete small response in nginx's style."""
     reason = REASONS.get(status, b"Error")
     title = b"%d %b" % (status, reason)
@@ -159,14 +162,15 @@ def error_page(status: int, *, keep_alive: bool, head_only: bool = False,
             b"\r\n<hr><center>%b</center>\r\n</body>\r\n</html>\r\n" % (title, title, SERVER_NAME))
     head = response_head(status, reason, [(b"Content-Type", b"text/html"), *extra],
                          {b"content-length": str(len(body)).encode()}, framing="length",
-                         keep_alive=keep_alive)
+                         keep_alive=keep_alive, http10=http10)
     return head if head_only else head + body
 
 
-def redirect(location: bytes, *, keep_alive: bool, head_only: bool = False) -> bytes:
+def redirect(location: bytes, *, keep_alive: bool, head_only: bool = False,
+             http10: bool = False) -> bytes:
     """308 keeps the method and body (RFC 9110 15.4.9); ingress-nginx uses 308 too."""
     return error_page(308, keep_alive=keep_alive, head_only=head_only,
-                      extra=[(b"Location", location)])
+                      extra=[(b"Location", location)], http10=http10)
 
 
 def https_location(host: str, target: bytes, https_port: int) -> bytes:

@@ -15,6 +15,7 @@ import gc
 import ipaddress
 import logging
 import os
+import sys
 
 from meshnet.client.aio import AsyncClient
 from meshnet.client.errors import ClientError
@@ -89,14 +90,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trusted-proxies", default="", metavar="CIDR[,CIDR...]",
                    help="peers whose X-Forwarded-* headers are kept and extended (a load "
                         "balancer in front); everyone else's are replaced (default: none)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="processes serving the same addresses with SO_REUSEPORT, one per core "
+                        "(default 1); worker 0 alone writes to the API server, worker k serves "
+                        "the status port + k (docs/ingress.md)")
     p.add_argument("--log-level", default="info")
     return p
 
 
-async def serve(args, stop: asyncio.Event) -> None:
+async def serve(args, stop: asyncio.Event, worker: int | None = None,
+                ready_fd: int = -1) -> None:
+    """One meshnet-ingress; with `worker` set, worker number `worker` of `--workers`
+    (SO_REUSEPORT listeners, the ready line written to `ready_fd`)."""
     http_host, http_port = parse_addr(args.http_listen, "--http-listen")
     https_host, https_port = parse_addr(args.https_listen, "--https-listen")
     status_host, status_port = parse_addr(args.status_listen, "--status-listen")
+    if worker and status_port:
+        status_port += worker
     config = RoutingConfig(
         controller_namespace=args.controller_namespace,
         ingress_class=args.ingress_class or DEFAULT_CLASS_NAME,
@@ -122,11 +132,13 @@ async def serve(args, stop: asyncio.Event) -> None:
         client, proxy, tls, config,
         publish_address=args.publish_address if args.publish_address is not None
         else (http_host if http_host not in ("0.0.0.0", "::") else ""),
-        default_certificate=default_cert)
+        default_certificate=default_cert, writer=not worker)
     servers = []
     try:
-        servers.append(await start_listener(proxy, http_host, http_port))
-        servers.append(await start_listener(proxy, https_host, https_port, tls.listener_context))
+        reuse_port = worker is not None
+        servers.append(await start_listener(proxy, http_host, http_port, reuse_port=reuse_port))
+        servers.append(await start_listener(proxy, https_host, https_port, tls.listener_context,
+                                            reuse_port=reuse_port))
     except OSError as exc:
         for s in servers:
             s.close()
@@ -137,8 +149,11 @@ async def serve(args, stop: asyncio.Event) -> None:
     # Redirects point at the port really bound (it differs from the flag when :0 was asked).
     proxy.settings = dataclasses.replace(proxy.settings, https_port=ports[1])
     # The ready line tests and scripts wait for (ports resolved when :0 was asked for).
-    print(f"meshnet-ingress ready on http://{http_host}:{ports[0]} "
-          f"https://{https_host}:{ports[1]}", flush=True)
+    if worker is None:
+        print(f"meshnet-ingress ready on http://{http_host}:{ports[0]} "
+              f"https://{https_host}:{ports[1]}", flush=True)
+    else:
+        os.write(ready_fd, f"{worker} {ports[0]} {ports[1]}\n".encode())
     task = asyncio.create_task(controller.run(stop))
     # Every proxied request allocates a few dozen short-lived objects; with the default
     # gen-0 threshold (700) the collector ran every ~15 requests. What exists now (modules,
@@ -167,6 +182,20 @@ async def serve(args, stop: asyncio.Event) -> None:
         await client.close()
 
 
+def run_worker(args, index: int, ready_fd: int) -> int:
+    """One worker of --workers, in the process the supervisor forked."""
+    return run_daemon(f"meshnet-ingress (worker {index})",
+                      lambda stop: serve(args, stop, index, ready_fd), log_level=args.log_level)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.workers < 1:
+        print(f"meshnet-ingress: --workers {args.workers}: expected 1 or more",
+              file=sys.stderr)
+        return 1
+    if args.workers > 1:
+        from meshnet.ingress.workers import Supervisor
+
+        return Supervisor(args, run_worker).run()
     return run_daemon("meshnet-ingress", lambda stop: serve(args, stop), log_level=args.log_level)

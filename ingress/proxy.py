@@ -34,6 +34,7 @@ MAX_CONNECT_TRIES = 3
 ROUTE_CACHE_ENTRIES = 10_000
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 NO_FIELDS: dict[bytes, bytes] = {}
+STATUS_TEXT = {status: str(status) for status in range(100, 600)}
 _MISS = object()
 
 
@@ -201,7 +202,8 @@ class Exchange:
             location = http1.https_location(self.normal_host(), self.target,
                                             proxy.settings.https_port)
             data = http1.redirect(location, keep_alive=self.keep_alive,
-                                  head_only=self.method == b"HEAD")
+                                  head_only=self.method == b"HEAD",
+                                  http10=self.version == "1.0")
             asyncio.get_running_loop().call_soon(self.reply, 308, data)
             return
         if route.max_body_bytes and self.content_length > route.max_body_bytes:
@@ -320,7 +322,8 @@ class Exchange:
             self.keep_alive = False
         upgrade = special.get(b"upgrade") if status == 101 else None
         self.client.write(http1.response_head(status, reason, rest, special, framing=framing,
-                                              keep_alive=self.keep_alive, upgrade=upgrade))
+                                              keep_alive=self.keep_alive, upgrade=upgrade,
+                                              http10=self.version == "1.0"))
 
     def on_response_body(self, data: bytes) -> None:
         if self.client_framing == "chunked":
@@ -376,7 +379,8 @@ class Exchange:
 
     def reply_error(self, status: int) -> None:
         self.reply(status, http1.error_page(status, keep_alive=self.keep_alive,
-                                            head_only=self.method == b"HEAD"))
+                                            head_only=self.method == b"HEAD",
+                                            http10=self.version == "1.0"))
 
     def reply(self, status: int, data: bytes) -> None:
         self.status = status
@@ -390,7 +394,11 @@ class Exchange:
         self.finished = True
         route = self.route
         ingress = route.ingress if route else ""
-        self.proxy.requests.inc(ingress, route.host if route else "", str(self.status))
+        # Counter.inc inlined: a call with *labels cost more than the rest of this method.
+        key = (ingress, route.host if route else "", STATUS_TEXT.get(self.status) or
+               str(self.status))
+        counts = self.proxy.requests.values
+        counts[key] = counts.get(key, 0.0) + 1.0
         elapsed = time.monotonic() - self._t0
         self.proxy.latency.observe(elapsed, ingress)
         if access_log.isEnabledFor(logging.INFO):

@@ -53,7 +53,8 @@ class ClientConnection(asyncio.Protocol):
                  "_loop", "_cork", "_in_head", "_lingering", "_header_timer", "_idle_timer",
                  "_idle_since", "_body_timer", "_body_activity")
 
-    def __init__(self, proxy, scheme: str, loop: asyncio.AbstractEventLoop | None = None):
+    def __init__(self, proxy, scheme: str, loop: asyncio.AbstractEventLoop | None = None,
+                 forwarded_port: bytes = b""):
         self.proxy = proxy
         self.settings = proxy.settings
         self.scheme = scheme
@@ -61,7 +62,7 @@ class ClientConnection(asyncio.Protocol):
         self.client_ip = ""
         self.local_port = 0
         self.trusted = False  # the peer is a trusted proxy (its X-Forwarded-* are kept)
-        self.forwarded: tuple[bytes, bytes, bytes] = (b"", b"", b"")
+        self.forwarded: tuple[bytes, bytes, bytes] = (b"", b"", forwarded_port)
         self.parser = httptools.HttpRequestParser(self)
         self.current: Exchange | None = None
         self.parsing: Exchange | None = None
@@ -96,11 +97,15 @@ class ClientConnection(asyncio.Protocol):
         self.transport = transport
         peer = transport.get_extra_info("peername") or ("", 0)
         self.client_ip = peer[0]
-        self.local_port = (transport.get_extra_info("sockname") or ("", 0))[1]
+        port = self.forwarded[2]
+        if port:  # the listener's port, known to it: no getsockname() per connection
+            self.local_port = int(port)
+        else:
+            self.local_port = (transport.get_extra_info("sockname") or ("", 0))[1]
+            port = str(self.local_port).encode()
         self.trusted = self.proxy.is_trusted(self.client_ip)
         # The X-Forwarded-* values of this connection, encoded once.
-        self.forwarded = (self.client_ip.encode(), self.scheme.encode(),
-                          str(self.local_port).encode())
+        self.forwarded = (self.client_ip.encode(), self.scheme.encode(), port)
         self.proxy.connections.add(self)
         # The first request's head is timed from the connect: a slowloris that never sends a
         # byte is cut off the same as one that sends them slowly.
@@ -378,12 +383,21 @@ class ClientConnection(asyncio.Protocol):
             self.reject(408, linger=False)
 
 
-async def start_listener(proxy, host: str, port: int, ssl_context=None) -> asyncio.Server:
-    """Listen for clients; `ssl_context` makes it the HTTPS listener."""
+async def start_listener(proxy, host: str, port: int, ssl_context=None, *,
+                         reuse_port: bool = False) -> asyncio.Server:
+    """Listen for clients; `ssl_context` makes it the HTTPS listener; `reuse_port`: one of
+    several processes on the same address (SO_REUSEPORT, --workers)."""
     loop = asyncio.get_running_loop()
     scheme = "https" if ssl_context is not None else "http"
+    # The port for X-Forwarded-Port, once the listener is bound (port 0: the kernel's pick).
+    bound = [b""]
     # TCP_NODELAY: uvloop (and asyncio) set it on every TCP transport.
-    return await loop.create_server(lambda: ClientConnection(proxy, scheme, loop), host, port,
-                                    ssl=ssl_context, reuse_address=True, backlog=4096,
-                                    ssl_handshake_timeout=proxy.settings.header_timeout_s
-                                    if ssl_context is not None else None)
+    server = await loop.create_server(
+        lambda: ClientConnection(proxy, scheme, loop, bound[0]), host, port, ssl=ssl_context,
+        reuse_address=True, backlog=4096, reuse_port=reuse_port or None,
+        ssl_handshake_timeout=proxy.settings.header_timeout_s if ssl_context is not None
+        else None)
+    ports = {sock.getsockname()[1] for sock in server.sockets}
+    if len(ports) == 1:  # else (a name with v4 and v6 sockets on :0) each connection asks
+        bound[0] = str(ports.pop()).encode()
+    return server

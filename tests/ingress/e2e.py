@@ -8,6 +8,7 @@ is curl with `--resolve`, so all traffic stays on loopback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -81,9 +82,13 @@ class IngressProcess:
             self.stop()
             raise RuntimeError(f"meshnet-ingress did not start: {line!r}\n"
                                f"{self.log_path.read_text()[-3000:]}")
-        http, https = line.decode().split("ready on ")[1].split()
-        self.http_port = int(http.rsplit(":", 1)[1])
-        self.https_port = int(https.rsplit(":", 1)[1])
+        try:
+            http, https = line.decode().split("ready on ")[1].split()
+            self.http_port = int(http.rsplit(":", 1)[1])
+            self.https_port = int(https.rsplit(":", 1)[1])
+        except ValueError:
+            self.stop()  # never leave a daemon (with --workers, its workers too) behind
+            raise
         return self
 
     def stop(self) -> None:
@@ -95,6 +100,19 @@ class IngressProcess:
                 self.proc.kill()
                 self.proc.wait(10)
             self.proc = None
+
+
+@contextlib.contextmanager
+def serving(kubeconfig: Path, proc: IngressProcess):
+    """Pods, `proc` started, and the Cluster over them; the daemon and the pods stopped after
+    (also when the daemon fails to start)."""
+    pods = Pods().start()
+    try:
+        proc.start()
+        yield Cluster(kubeconfig, proc, pods)
+    finally:
+        proc.stop()
+        pods.stop()
 
 
 class Cluster:

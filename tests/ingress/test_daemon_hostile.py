@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from e2e import INGRESS_HOST, POD_IPS, Cluster, IngressProcess, Pods
+from e2e import INGRESS_HOST, POD_IPS, Cluster, IngressProcess, serving
 from fakes import endpoints, ingress, path, service
 from test_proxy import SMUGGLING_CASES
 
@@ -22,20 +22,14 @@ SLOWLORIS_CONNECTIONS = 1000
 
 @pytest.fixture(scope="module")
 def cluster(apiserver, tmp_path_factory):
-    pods = Pods().start()
-    proc = IngressProcess(apiserver.kubeconfig,
-                          tmp_path_factory.mktemp("ingress") / "ingress.log",
-                          ["--client-header-timeout", str(HEADER_TIMEOUT_S)]).start()
-    c = Cluster(apiserver.kubeconfig, proc, pods)
-    c.apply(service("web", {"http": 80}))
-    c.apply(endpoints("web", POD_IPS[:2], {"http": pods.port}))
-    c.apply(ingress("web", {"a.com": [path("/", "web")]}))
-    c.wait_for(lambda: c.status_of("a.com")[0] == 200, what="a.com served")
-    try:
+    with serving(apiserver.kubeconfig, IngressProcess(
+            apiserver.kubeconfig, tmp_path_factory.mktemp("ingress") / "ingress.log",
+            ["--client-header-timeout", str(HEADER_TIMEOUT_S)])) as c:
+        c.apply(service("web", {"http": 80}))
+        c.apply(endpoints("web", POD_IPS[:2], {"http": c.pods.port}))
+        c.apply(ingress("web", {"a.com": [path("/", "web")]}))
+        c.wait_for(lambda: c.status_of("a.com")[0] == 200, what="a.com served")
         yield c
-    finally:
-        proc.stop()
-        pods.stop()
 
 
 async def exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:

@@ -10,7 +10,7 @@ import urllib.request
 import aiohttp
 import pytest
 
-from e2e import INGRESS_HOST, POD_IPS, Cluster, IngressProcess, Pods, start_wrk, wrk_result
+from e2e import INGRESS_HOST, POD_IPS, Cluster, IngressProcess, serving, start_wrk, wrk_result
 from fakes import endpoints, ingress, path, service
 from pki import CA, tls_secret
 
@@ -21,21 +21,15 @@ LOAD_SECONDS = 5
 
 @pytest.fixture(scope="module")
 def cluster(apiserver, tmp_path_factory):
-    pods = Pods().start()
-    proc = IngressProcess(apiserver.kubeconfig,
-                          tmp_path_factory.mktemp("ingress") / "ingress.log",
-                          ["--publish-address", "127.0.0.3"]).start()
-    c = Cluster(apiserver.kubeconfig, proc, pods)
-    # Services: web (all 10 pods), one (pod0), two (pod1), empty (no ready endpoints)
-    for name, ips in (("web", POD_IPS), ("one", POD_IPS[:1]), ("two", POD_IPS[1:2]),
-                      ("empty", [])):
-        c.apply(service(name, {"http": 80}))
-        c.apply(endpoints(name, ips, {"http": pods.port}))
-    try:
+    with serving(apiserver.kubeconfig, IngressProcess(
+            apiserver.kubeconfig, tmp_path_factory.mktemp("ingress") / "ingress.log",
+            ["--publish-address", "127.0.0.3"])) as c:
+        # Services: web (all 10 pods), one (pod0), two (pod1), empty (no ready endpoints)
+        for name, ips in (("web", POD_IPS), ("one", POD_IPS[:1]), ("two", POD_IPS[1:2]),
+                          ("empty", [])):
+            c.apply(service(name, {"http": 80}))
+            c.apply(endpoints(name, ips, {"http": c.pods.port}))
         yield c
-    finally:
-        proc.stop()
-        pods.stop()
 
 
 def backend_of(c: Cluster, host: str, p: str = "/", **kw) -> str:

@@ -336,3 +336,33 @@ async def test_closed_client_connections_leave_no_cycle_for_the_gc(relay):
         gc.set_debug(0)
         gc.garbage.clear()
         gc.enable()
+
+
+async def test_http10_keep_alive_is_announced_and_honoured(relay):
+    """An HTTP/1.0 client keeps its connection only when it asked (`Connection: keep-alive`)
+    and the answer says so too; without it, the answer closes the connection."""
+    proxy, backend, port = relay
+    body = b"HTTP/1.1 200 OK\r\n" + HEAD + b"Content-Length: 2\r\n\r\nok"
+    backend.scripts += [[body], [body], [body]]
+    get10 = b"GET / HTTP/1.0\r\nHost: a.com\r\nConnection: keep-alive\r\n\r\n"
+    expected = b"HTTP/1.1 200 OK\r\n" + HEAD + b"Content-Length: 2\r\n" \
+        b"Connection: keep-alive\r\n\r\nok"
+    reader, writer = await asyncio.open_connection(PROXY_HOST, port)
+    try:
+        assert await exchange(reader, writer, get10, len(expected)) == expected
+        assert await exchange(reader, writer, get10, len(expected)) == expected
+        # Not routed: the error page keeps the connection as well.
+        head = await exchange(reader, writer, get10.replace(b"a.com", b"nowhere.com"), 17)
+        assert head == b"HTTP/1.1 404 Not "
+        rest = await asyncio.wait_for(reader.readuntil(b"</html>\r\n"), 5)
+        assert b"\r\nConnection: keep-alive\r\n" in rest
+    finally:
+        writer.close()
+    reader, writer = await asyncio.open_connection(PROXY_HOST, port)
+    try:
+        writer.write(b"GET / HTTP/1.0\r\nHost: a.com\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(-1), 5)  # the proxy closes
+        assert answer == b"HTTP/1.1 200 OK\r\n" + HEAD + b"Content-Length: 2\r\n" \
+            b"Connection: close\r\n\r\nok"
+    finally:
+        writer.close()
