@@ -15,23 +15,24 @@ covering exactly one label, else None (the default certificate).
 while the certificate is in use; the listener's context has an `sni_callback` that switches
 the connection to the chosen one. `update()` swaps the table in one assignment, so a renewed
 Secret is served to the next handshake without a restart; handshakes in flight keep theirs.
+
+cryptography (~9 MiB resident) is imported only where a certificate must be parsed or made:
+`check_secret` on the first TLS Secret, and the default certificate is made in a child process
+(`default_certificate`), so a controller serving plain HTTP never holds it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import hashlib
 import logging
 import os
 import ssl
+import sys
 import tempfile
 from dataclasses import dataclass
 from typing import Iterable, Mapping
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from meshnet.ingress.routes import Problem
 from meshnet.ingress.views import TLS_SECRET_TYPE, IngressView, SecretView
@@ -56,6 +57,9 @@ def check_secret(secret: SecretView | None, key: str) -> str:
         return f'secret "{key}" is of type {secret.type!r}, not {TLS_SECRET_TYPE}'
     if secret.problem:
         return f'secret "{key}": {secret.problem}'
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
     try:
         certs = x509.load_pem_x509_certificates(secret.cert)
         private = serialization.load_pem_private_key(secret.key, password=None)
@@ -123,6 +127,11 @@ def generate_self_signed(common_name: str = "meshnet-ingress default certificate
                          ) -> tuple[bytes, bytes]:
     """(cert PEM, key PEM): the certificate for SNI names no Secret covers, as ingress-nginx's
     "Kubernetes Ingress Controller Fake Certificate"."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -136,6 +145,22 @@ def generate_self_signed(common_name: str = "meshnet-ingress default certificate
     return (cert.public_bytes(serialization.Encoding.PEM),
             key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                               serialization.NoEncryption()))
+
+
+async def default_certificate() -> tuple[bytes, bytes]:
+    """`generate_self_signed()`, run by a child interpreter (~0.15 s, started early by the
+    caller) so that this process never imports cryptography for it."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "import sys; from meshnet.ingress.certs import generate_self_signed"
+        " as g; c, k = g(); sys.stdout.buffer.write(c + b'\\0' + k)",
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    if proc.returncode != 0 or out.count(b"\0") != 1:
+        raise OSError(f"making the default certificate failed: "
+                      f"{err.decode(errors='replace').strip()[-500:] or proc.returncode}")
+    cert, key = out.split(b"\0")
+    return cert, key
 
 
 def server_context(cert: bytes, key: bytes) -> ssl.SSLContext:

@@ -20,7 +20,7 @@ import sys
 from meshnet.client.aio import AsyncClient
 from meshnet.client.errors import ClientError
 from meshnet.daemon import DaemonError, add_server_flag, run_daemon
-from meshnet.ingress.certs import TLSStore, generate_self_signed
+from meshnet.ingress.certs import TLSStore, default_certificate
 from meshnet.ingress.controller import IngressController
 from meshnet.ingress.proxy import Proxy, ServerSettings
 from meshnet.ingress.routes import DEFAULT_CLASS_NAME, RoutingConfig
@@ -127,7 +127,10 @@ async def serve(args, stop: asyncio.Event, worker: int | None = None,
                                  https_port=https_port,
                                  trusted_proxies=parse_cidrs(args.trusted_proxies,
                                                              "--trusted-proxies")), metrics)
-    tls = TLSStore(*generate_self_signed())
+    try:
+        tls = TLSStore(*await default_certificate())
+    except OSError as exc:
+        raise DaemonError(str(exc)) from None
     controller = IngressController(
         client, proxy, tls, config,
         publish_address=args.publish_address if args.publish_address is not None

@@ -49,6 +49,10 @@ def test_creates_its_ingress_class_and_serves_readiness(cluster):
             return exc.code == 200
 
     assert cluster.wait_for(ready, what="/ready answering 200")
+    # Plain HTTP so far, the default certificate made by a child: no cryptography in here
+    # (its Rust extension would be mapped).
+    maps = open(f"/proc/{cluster.ingress.proc.pid}/maps").read()
+    assert "cryptography" not in maps and "_rust" not in maps
 
 
 def test_path_types_and_the_mixed_case(cluster):
