@@ -19,7 +19,7 @@ import logging
 import sys
 
 from meshnet.client.aio import AsyncClient
-from meshnet.daemon import DaemonError, add_server_flag, run_daemon
+from meshnet.daemon import DaemonError, add_server_flag, die_with_parent, run_daemon
 from meshnet.dns.forward import DEFAULT_MAX_CONCURRENT, DEFAULT_TIMEOUT_S, Forwarder
 from meshnet.dns.server import DnsServer
 from meshnet.dns.stats import DnsMetrics
@@ -204,10 +204,8 @@ def main(argv=None) -> int:
 
         return run_daemon("meshnet-dns", lambda stop: supervise(args, argv, stop),
                           log_level=args.log_level)
-    if args.worker_of:
-        from meshnet.dns.workers import die_with_parent
-
-        die_with_parent(args.worker_of)
+    if args.worker_of and not die_with_parent(args.worker_of):
+        return 0  # the supervisor is gone already
     return run_daemon("meshnet-dns", lambda stop: serve(args, stop), log_level=args.log_level)
 
 

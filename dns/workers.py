@@ -35,7 +35,6 @@ share of the queries; run the DNS under a user of its own where that matters.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import os
 import re
@@ -59,18 +58,7 @@ YOUNG_S = 10.0            # a worker that dies younger than this doubles the nex
 START_TIMEOUT_S = 60.0    # exec -> "listening" line
 STOP_DEADLINE_S = 5.0     # a worker's own stop takes up to 2 s (server.STOP_DEADLINE_S)
 SCRAPE_TIMEOUT_S = 2.0
-PR_SET_PDEATHSIG = 1
 METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
-
-
-def die_with_parent(parent_pid: int) -> None:
-    """In a worker: get SIGTERM when the supervisor dies, and stop now if it already has."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: the supervisor's stop is all there is
-        pass
-    if os.getppid() != parent_pid:
-        raise SystemExit(0)
 
 
 def with_label(sample: str, name: str, value: str) -> str:

@@ -22,7 +22,6 @@ SIGTERM should the parent die without doing so (PR_SET_PDEATHSIG).
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import select
@@ -31,7 +30,7 @@ import socket
 import sys
 import time
 
-from meshnet.daemon import DaemonError, setup_logging
+from meshnet.daemon import DaemonError, die_with_parent, setup_logging
 
 log = logging.getLogger("meshnet.ingress.workers")
 
@@ -39,7 +38,6 @@ READY_TIMEOUT_S = 60.0
 RESTART_INTERVAL_S = 1.0
 STOP_TIMEOUT_S = 20.0  # a worker's own drain (main.SHUTDOWN_GRACE_S) plus its clean-up
 POLL_S = 0.2
-PR_SET_PDEATHSIG = 1
 
 
 def reserve(text: str, flag: str) -> tuple[socket.socket, str]:
@@ -122,12 +120,8 @@ class Supervisor:
             try:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     signal.signal(sig, signal.SIG_DFL)
-                try:
-                    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-                except (OSError, AttributeError):
-                    pass  # not Linux: the parent's SIGTERM is the only stop
-                if os.getppid() != parent:
-                    os._exit(0)  # the parent died before the line above
+                if not die_with_parent(parent):
+                    os._exit(0)  # the parent died before the worker was told to follow it
                 os.close(self._ready_r)
                 status = self.run_worker(self.args, index, self._ready_w)
             except BaseException:  # noqa: BLE001 - a child must never return into the parent

@@ -23,6 +23,7 @@ import asyncio
 import importlib
 import importlib.util
 import logging
+import os
 import signal
 import sys
 from typing import Awaitable, Callable
@@ -53,6 +54,21 @@ def light_pyroute2() -> None:
         return value
     package.__getattr__ = attribute
     sys.modules["pyroute2"] = package
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int) -> bool:
+    """In a worker process: get SIGTERM from the kernel when the parent (the supervisor) dies.
+    False when the parent is already gone (the caller should stop at once)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the supervisor's stop is all there is
+        pass
+    return os.getppid() == parent_pid
 
 
 class DaemonError(Exception):
