@@ -23,7 +23,7 @@ What it does, all on loopback (127.0.0.0/8; nothing leaves the machine):
    (`--latency-qps`) with dnsperf -v, whose per-query latencies give p50/p99; servers take
    turns `--rounds` times per case and the best full-load run of each is kept;
 6. `whole-machine`: the per-core lines above pin both servers to one CPU. Here meshnet-dns
-   runs `--workers N` processes (SO_REUSEPORT, dns/workers.py) and dnsmasq (single-threaded
+   runs `--workers N` processes (SO_REUSEPORT, meshnet/workers.py) and dnsmasq (single-threaded
    by design) runs as it is, neither pinned, on cluster names (see `whole_machine`);
 7. scale: a second API server holds `--scale-services` Services / `--scale-endpoints`
    addresses: the first `--services` as created through the API above, the rest added to a

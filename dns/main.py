@@ -7,7 +7,7 @@
 It prints one line `meshnet-dns listening on udp+tcp ADDR:PORT` on stdout once its sockets are
 bound (port 0 picks a free port for both), so that scripts and tests can find it. With
 `--workers N` (N > 1) the process supervises N server processes sharing the address
-(dns/workers.py) and prints the same line once all of them are bound.
+(meshnet/workers.py, `WORKERS` below) and prints the same line once all of them are bound.
 """
 
 from __future__ import annotations
@@ -19,18 +19,21 @@ import logging
 import sys
 
 from meshnet.client.aio import AsyncClient
-from meshnet.daemon import DaemonError, add_server_flag, die_with_parent, run_daemon
+from meshnet.daemon import DaemonError, add_server_flag
 from meshnet.dns.forward import DEFAULT_MAX_CONCURRENT, DEFAULT_TIMEOUT_S, Forwarder
 from meshnet.dns.server import DnsServer
 from meshnet.dns.stats import DnsMetrics
 from meshnet.dns.sync import ZoneSync
 from meshnet.dns.zone import DEFAULT_TTL_S, PODS_MODES, ZoneConfig, ZoneTable
 from meshnet.metrics import serve_status
+from meshnet.workers import WorkerSpec, add_worker_flags, announce_status, run
 
 log = logging.getLogger("meshnet.dns")
 
 RESOLV_CONF = "/etc/resolv.conf"
 DNS_PORT = 53
+LISTENING = "meshnet-dns listening on udp+tcp "
+STOP_DEADLINE_S = 5.0  # a worker's own stop takes up to 2 s (server.STOP_DEADLINE_S)
 
 
 def parse_hostport(text: str, flag: str, default_port: int | None = None) -> tuple[str, int]:
@@ -56,6 +59,13 @@ def parse_hostport(text: str, flag: str, default_port: int | None = None) -> tup
 
 def show_hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def listen_flags(line: str) -> tuple[str, ...] | None:
+    """The ready line -> the flag that puts another worker on the same address."""
+    if line.startswith(LISTENING):
+        return "--listen", line[len(LISTENING):].strip()
+    return None
 
 
 def upstreams_from_resolv_conf(path: str = RESOLV_CONF) -> list[tuple[str, int]]:
@@ -108,8 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "its own API watches and zone; the kernel spreads clients over them "
                         "(default 1: this process serves; see docs/dns.md)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
-    # Set by the --workers supervisor on the processes it starts (dns/workers.py).
-    p.add_argument("--worker-of", type=int, default=0, help=argparse.SUPPRESS)
+    add_worker_flags(p)  # set by the --workers supervisor on the processes it starts
     return p
 
 
@@ -160,9 +169,9 @@ async def serve(args, stop: asyncio.Event) -> None:
         status = await serve_status(shost, sport, metrics.registry, ready=lambda: sync.synced)
     task = asyncio.create_task(sync.run(), name="zone-sync")
     shown = show_hostport(*bound)
-    if args.worker_of and status is not None:  # for the supervisor, which alone reads it
-        print(f"meshnet-dns status on {show_hostport(*status.addresses[0][:2])}", flush=True)
-    print(f"meshnet-dns listening on udp+tcp {shown}", flush=True)
+    if status is not None:
+        announce_status("meshnet-dns", args, *status.addresses[0][:2])
+    print(f"{LISTENING}{shown}", flush=True)
     log.info("serving %s on %s; upstreams %s", config.origin, shown,
              ", ".join(f"{h}:{p}" for h, p in upstreams) or "none")
     try:
@@ -193,20 +202,14 @@ class _CacheCollector:
         return []
 
 
+WORKERS = WorkerSpec("meshnet-dns", "meshnet.dns.main", listen_flags, parse_hostport,
+                     STOP_DEADLINE_S)
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    if args.workers < 1:
-        print(f"meshnet-dns: --workers {args.workers}: must be 1 or more", file=sys.stderr)
-        return 1
-    if args.workers > 1 and not args.worker_of:
-        from meshnet.dns.workers import supervise
-
-        return run_daemon("meshnet-dns", lambda stop: supervise(args, argv, stop),
-                          log_level=args.log_level)
-    if args.worker_of and not die_with_parent(args.worker_of):
-        return 0  # the supervisor is gone already
-    return run_daemon("meshnet-dns", lambda stop: serve(args, stop), log_level=args.log_level)
+    return run(WORKERS, args, argv, lambda stop: serve(args, stop))
 
 
 if __name__ == "__main__":

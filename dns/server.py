@@ -198,7 +198,7 @@ class DnsServer:
 
     async def start(self, host: str, port: int, *, reuse_port: bool = False) -> tuple[str, int]:
         """Bind UDP and TCP on one port. With `reuse_port`, both sockets set SO_REUSEPORT so
-        that other worker processes can bind the same address (dns/workers.py)."""
+        that other worker processes can bind the same address (meshnet/workers.py)."""
         loop = asyncio.get_running_loop()
         for attempt in range(BIND_ATTEMPTS if port == 0 else 1):
             self.udp, _ = await loop.create_datagram_endpoint(

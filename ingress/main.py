@@ -4,6 +4,10 @@
 
 Listeners come up first and answer 503 until the first sync (the architecture's rule: nothing
 is served from a half-built table); `/healthz`, `/ready` and `/metrics` on --status-listen.
+It prints `meshnet-ingress ready on http://ADDR:PORT https://ADDR:PORT` on stdout once both
+listeners are bound (ports resolved when :0 was asked for). With `--workers N` (N > 1) the
+process supervises N of itself sharing the addresses (meshnet/workers.py, `WORKERS` below);
+worker 0 alone writes to the API server.
 """
 
 from __future__ import annotations
@@ -19,17 +23,20 @@ import sys
 
 from meshnet.client.aio import AsyncClient
 from meshnet.client.errors import ClientError
-from meshnet.daemon import DaemonError, add_server_flag, run_daemon
+from meshnet.daemon import DaemonError, add_server_flag
 from meshnet.ingress.certs import TLSStore, default_certificate
 from meshnet.ingress.controller import IngressController
 from meshnet.ingress.proxy import Proxy, ServerSettings
 from meshnet.ingress.routes import DEFAULT_CLASS_NAME, RoutingConfig
 from meshnet.ingress.server import start_listener
 from meshnet.metrics import Registry, serve_status
+from meshnet.workers import WorkerSpec, add_worker_flags, announce_status, run
 
 log = logging.getLogger("meshnet.ingress")
 
 SHUTDOWN_GRACE_S = 10.0
+STOP_DEADLINE_S = 20.0  # a worker's own drain (SHUTDOWN_GRACE_S) plus its clean-up
+READY = "meshnet-ingress ready on "
 GC_GEN0_THRESHOLD = 20_000
 
 
@@ -38,6 +45,15 @@ def parse_addr(text: str, flag: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise DaemonError(f"{flag} {text!r}: expected ADDRESS:PORT, such as 127.0.0.1:8080")
     return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def listen_flags(line: str) -> tuple[str, ...] | None:
+    """The ready line -> the flags that put another worker on the same addresses."""
+    if not line.startswith(READY):
+        return None
+    http, https = line[len(READY):].split()
+    return ("--http-listen", http.removeprefix("http://"),
+            "--https-listen", https.removeprefix("https://"))
 
 
 def parse_ref(text: str, flag: str) -> str:
@@ -92,21 +108,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "balancer in front); everyone else's are replaced (default: none)")
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="processes serving the same addresses with SO_REUSEPORT, one per core "
-                        "(default 1); worker 0 alone writes to the API server, worker k serves "
-                        "the status port + k (docs/ingress.md)")
+                        "(default 1); worker 0 alone writes to the API server; the status port "
+                        "sums them up (docs/ingress.md)")
     p.add_argument("--log-level", default="info")
+    add_worker_flags(p)  # set by the --workers supervisor on the processes it starts
     return p
 
 
-async def serve(args, stop: asyncio.Event, worker: int | None = None,
-                ready_fd: int = -1) -> None:
-    """One meshnet-ingress; with `worker` set, worker number `worker` of `--workers`
-    (SO_REUSEPORT listeners, the ready line written to `ready_fd`)."""
+async def serve(args, stop: asyncio.Event) -> None:
+    """One meshnet-ingress: the single process, or one worker of `--workers` (SO_REUSEPORT
+    listeners; only worker 0 writes to the API server)."""
     http_host, http_port = parse_addr(args.http_listen, "--http-listen")
     https_host, https_port = parse_addr(args.https_listen, "--https-listen")
     status_host, status_port = parse_addr(args.status_listen, "--status-listen")
-    if worker and status_port:
-        status_port += worker
     config = RoutingConfig(
         controller_namespace=args.controller_namespace,
         ingress_class=args.ingress_class or DEFAULT_CLASS_NAME,
@@ -135,10 +149,10 @@ async def serve(args, stop: asyncio.Event, worker: int | None = None,
         client, proxy, tls, config,
         publish_address=args.publish_address if args.publish_address is not None
         else (http_host if http_host not in ("0.0.0.0", "::") else ""),
-        default_certificate=default_cert, writer=not worker)
+        default_certificate=default_cert, writer=args.worker_index == 0)
     servers = []
     try:
-        reuse_port = worker is not None
+        reuse_port = bool(args.worker_of)
         servers.append(await start_listener(proxy, http_host, http_port, reuse_port=reuse_port))
         servers.append(await start_listener(proxy, https_host, https_port, tls.listener_context,
                                             reuse_port=reuse_port))
@@ -151,12 +165,9 @@ async def serve(args, stop: asyncio.Event, worker: int | None = None,
     ports = [s.sockets[0].getsockname()[1] for s in servers]
     # Redirects point at the port really bound (it differs from the flag when :0 was asked).
     proxy.settings = dataclasses.replace(proxy.settings, https_port=ports[1])
+    announce_status("meshnet-ingress", args, *status.addresses[0][:2])
     # The ready line tests and scripts wait for (ports resolved when :0 was asked for).
-    if worker is None:
-        print(f"meshnet-ingress ready on http://{http_host}:{ports[0]} "
-              f"https://{https_host}:{ports[1]}", flush=True)
-    else:
-        os.write(ready_fd, f"{worker} {ports[0]} {ports[1]}\n".encode())
+    print(f"{READY}http://{http_host}:{ports[0]} https://{https_host}:{ports[1]}", flush=True)
     task = asyncio.create_task(controller.run(stop))
     # Every proxied request allocates a few dozen short-lived objects; with the default
     # gen-0 threshold (700) the collector ran every ~15 requests. What exists now (modules,
@@ -185,20 +196,15 @@ async def serve(args, stop: asyncio.Event, worker: int | None = None,
         await client.close()
 
 
-def run_worker(args, index: int, ready_fd: int) -> int:
-    """One worker of --workers, in the process the supervisor forked."""
-    return run_daemon(f"meshnet-ingress (worker {index})",
-                      lambda stop: serve(args, stop, index, ready_fd), log_level=args.log_level)
+WORKERS = WorkerSpec("meshnet-ingress", "meshnet.ingress.main", listen_flags, parse_addr,
+                     STOP_DEADLINE_S)
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    if args.workers < 1:
-        print(f"meshnet-ingress: --workers {args.workers}: expected 1 or more",
-              file=sys.stderr)
-        return 1
-    if args.workers > 1:
-        from meshnet.ingress.workers import Supervisor
+    return run(WORKERS, args, argv, lambda stop: serve(args, stop))
 
-        return Supervisor(args, run_worker).run()
-    return run_daemon("meshnet-ingress", lambda stop: serve(args, stop), log_level=args.log_level)
+
+if __name__ == "__main__":
+    sys.exit(main())

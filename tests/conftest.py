@@ -19,6 +19,18 @@ BIN = Path(sys.executable).parent
 READY_TIMEOUT_S = 30.0
 
 
+def http_get(url: str, timeout_s: float = 5) -> tuple[int, str]:
+    """(status, body) of a GET; error statuses are answers too (a daemon's /ready says 503)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
 def python_says(code: str) -> list[str]:
     """The words a fresh interpreter prints running `code` (a clean sys.modules, for tests of
     what a process imports)."""

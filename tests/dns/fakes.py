@@ -245,6 +245,8 @@ import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from conftest import http_get  # noqa: E402
+
 DIG = shutil.which("dig") or "/usr/bin/dig"
 
 
@@ -296,14 +298,7 @@ class DnsDaemon:
         return f"<DnsDaemon 127.0.0.1:{self.port} pid={self.proc.pid}>"
 
     def status(self, path: str) -> tuple[int, str]:
-        import urllib.request
-        import urllib.error
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.status_port}{path}",
-                                        timeout=5) as resp:
-                return resp.status, resp.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
+        return http_get(f"http://127.0.0.1:{self.status_port}{path}")
 
     def wait_ready(self, timeout_s=20.0):
         deadline = time.monotonic() + timeout_s

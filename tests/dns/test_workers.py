@@ -1,6 +1,7 @@
 """meshnet-dns --workers 2 end to end: SO_REUSEPORT workers fed by a real API server, queried
 over real sockets on 127.0.0.1; a dead worker is replaced; SIGTERM (and the supervisor's
-SIGKILL) leaves no process behind. The pure metrics merge is tested table-first."""
+SIGKILL) leaves no process behind. The shared supervisor's pure parts (metrics merge, backoff,
+worker flags) are tested in tests/api/test_workers.py; the ready line's parse here."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from kubernetes import client
 
 from fakes import DnsDaemon, ThreadedUpstream, dig
 from netns import wait_for
-from meshnet.dns.workers import label_metrics, with_label
+from meshnet.dns.main import listen_flags
 
 NS = "dnsworkers"
 NAME = f"web.{NS}.svc.cluster.local"
@@ -176,19 +177,25 @@ def test_bad_worker_count_is_refused(apiserver, upstream, tmp_path):
     assert "--workers 0: must be 1 or more" in (tmp_path / "dns.log").read_text()
 
 
-@pytest.mark.parametrize("desc, sample, want", [
-    ("labels kept after the worker's", 'a_total{proto="udp"} 3', 'a_total{worker="1",proto="udp"} 3'),
-    ("no labels", "zone_names 36", 'zone_names{worker="1"} 36'),
-    ("histogram bucket", 'h_bucket{le="+Inf"} 2', 'h_bucket{worker="1",le="+Inf"} 2'),
+@pytest.mark.parametrize("desc, line, want", [
+    ("IPv4", "meshnet-dns listening on udp+tcp 127.0.0.1:5353\n", ("--listen", "127.0.0.1:5353")),
+    ("IPv6", "meshnet-dns listening on udp+tcp [::1]:53\n", ("--listen", "[::1]:53")),
+    ("the status line is not it", "meshnet-dns status on 127.0.0.1:4000\n", None),
+    ("nor another daemon's", "meshnet-ingress ready on http://a:1 https://a:2\n", None),
 ])
-def test_with_label(desc, sample, want):
-    assert with_label(sample, "worker", "1") == want
+def test_listen_flags(desc, line, want):
+    assert listen_flags(line) == want
 
 
-def test_label_metrics_keeps_families_together():
-    one = "# HELP a A.\n# TYPE a counter\na{q=\"x\"} 1\n# HELP b B.\n# TYPE b gauge\nb 2\n"
-    two = "# HELP a A.\n# TYPE a counter\na{q=\"x\"} 5\n# HELP b B.\n# TYPE b gauge\nb 7\n"
-    assert label_metrics([one, two], ["# HELP r R.", "# TYPE r counter", "r 1"]).splitlines() \
-        == ["# HELP a A.", "# TYPE a counter", 'a{worker="0",q="x"} 1', 'a{worker="1",q="x"} 5',
-            "# HELP b B.", "# TYPE b gauge", 'b{worker="0"} 2', 'b{worker="1"} 7',
-            "# HELP r R.", "# TYPE r counter", "r 1"]
+def flag(pid: int, name: str) -> str:
+    """The value a process was given for `name` (the last one counts, as for argparse)."""
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    return argv[len(argv) - argv[::-1].index(name)]
+
+
+def test_workers_get_their_index_and_the_first_ones_port(workers):
+    pids = children(workers.proc.pid)
+    assert {flag(pid, "--worker-index") for pid in pids} == {"0", "1"}
+    for pid in pids:
+        if flag(pid, "--worker-index") != "0":  # worker 0 picked the port (:0 was given)
+            assert flag(pid, "--listen") == f"127.0.0.1:{workers.port}"

@@ -25,6 +25,7 @@ from meshnet.client.kubeconfig import Kubeconfig
 from meshnet.client.rest import RestClient
 
 from backends import Backend
+from conftest import http_get
 
 BIN = Path(sys.executable).parent
 INGRESS_HOST = "127.0.0.3"
@@ -90,6 +91,10 @@ class IngressProcess:
             self.stop()  # never leave a daemon (with --workers, its workers too) behind
             raise
         return self
+
+    def status(self, path: str) -> tuple[int, str]:
+        """GET `path` on --status-listen (with --workers, the supervisor's)."""
+        return http_get(f"http://{INGRESS_HOST}:{self.status_port}{path}")
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -1,7 +1,8 @@
 """`meshnet-ingress --workers 2` end to end: a real API server, the real daemon, real backends.
 
-Both workers serve (each counts requests on its own status port), a configuration change
-reaches both, a killed worker is forked again, and SIGTERM to the parent leaves no process.
+Both workers serve (the supervisor's one status port counts requests per worker), a
+configuration change reaches both, only worker 0 writes to the API server, a killed worker is
+started again, and SIGTERM to the supervisor leaves no process.
 """
 
 from __future__ import annotations
@@ -9,15 +10,14 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from e2e import INGRESS_HOST, POD_IPS, Cluster, IngressProcess, free_port, serving
+from e2e import INGRESS_HOST, POD_IPS, Cluster, IngressProcess, serving
 from fakes import endpoints, ingress, path, service
+from meshnet.ingress.main import listen_flags
 
 WORKERS = 2
 
@@ -37,30 +37,24 @@ def alive(pid: int) -> bool:
 
 
 def workers_process(kubeconfig: Path, log: Path, extra: list[str] = ()) -> IngressProcess:
-    """An IngressProcess for --workers, its status port chosen so that every worker's
-    (the port + k) is free."""
-    proc = IngressProcess(kubeconfig, log, ["--workers", str(WORKERS), *extra])
-    while not all(port_free(proc.status_port + k) for k in range(WORKERS)):
-        proc.status_port = free_port(INGRESS_HOST)
-    proc.args[proc.args.index("--status-listen") + 1] = f"{INGRESS_HOST}:{proc.status_port}"
-    return proc
+    return IngressProcess(kubeconfig, log, ["--workers", str(WORKERS), *extra])
 
 
-def port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind((INGRESS_HOST, port))
-        except OSError:
-            return False
-    return True
+def served(proc: IngressProcess) -> list[int]:
+    """Requests each worker answered, from the supervisor's /metrics (`worker` label)."""
+    code, text = proc.status("/metrics")
+    assert code == 200, text
+    out = [0] * WORKERS
+    for k, n in re.findall(r'^meshnet_ingress_requests_total\{worker="(\d+)",[^}]*'
+                           r'status="200"[^}]*\} (\S+)$', text, re.M):
+        out[int(k)] += int(float(n))
+    return out
 
 
-def served(status_port: int) -> int:
-    """Requests a worker answered, from its /metrics."""
-    text = urllib.request.urlopen(f"http://{INGRESS_HOST}:{status_port}/metrics",
-                                  timeout=5).read().decode()
-    return sum(int(float(n)) for n in re.findall(
-        r'^meshnet_ingress_requests_total\{[^}]*status="200"\} (\S+)$', text, re.M))
+def flag(pid: int, name: str) -> str:
+    """The value a process was given for `name` (the last one counts, as for argparse)."""
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    return argv[len(argv) - argv[::-1].index(name)]
 
 
 @pytest.fixture(scope="module")
@@ -84,10 +78,12 @@ def test_both_workers_serve_and_follow_configuration_changes(cluster):
     c = cluster
     assert len(children(c.ingress.proc.pid)) == WORKERS
     c.wait_for(lambda: all_ok(c, "first.com"), what="first.com served by every worker")
-    before = [served(c.ingress.status_port + k) for k in range(WORKERS)]
+    assert c.ingress.status("/ready")[0] == 200
+    assert c.ingress.status("/healthz")[0] == 200
+    before = served(c.ingress)
     for _ in range(100):
         assert c.status_of("first.com")[0] == 200
-    after = [served(c.ingress.status_port + k) for k in range(WORKERS)]
+    after = served(c.ingress)
     gained = [a - b for a, b in zip(after, before)]
     assert sum(gained) == 100 and all(g > 0 for g in gained), gained
     # A new Ingress reaches every worker: 20 new connections in a row all routed.
@@ -98,13 +94,40 @@ def test_both_workers_serve_and_follow_configuration_changes(cluster):
                what="status.loadBalancer of the new Ingress")
 
 
-def test_a_dead_worker_is_forked_again(cluster):
+def test_workers_get_their_index_and_the_first_ones_ports(cluster):
+    pids = children(cluster.ingress.proc.pid)
+    assert sorted(flag(pid, "--worker-index") for pid in pids) == \
+        [str(k) for k in range(WORKERS)]
+    for pid in pids:
+        assert flag(pid, "--status-listen") == "127.0.0.1:0"  # only the supervisor's is known
+        if flag(pid, "--worker-index") != "0":  # worker 0 picked the ports (:0 was given)
+            assert flag(pid, "--http-listen") == f"{INGRESS_HOST}:{cluster.ingress.http_port}"
+            assert flag(pid, "--https-listen") == \
+                f"{INGRESS_HOST}:{cluster.ingress.https_port}"
+
+
+def test_a_dead_worker_is_started_again(cluster):
     c = cluster
     old = children(c.ingress.proc.pid)
     os.kill(old[-1], signal.SIGKILL)
     c.wait_for(lambda: len(children(c.ingress.proc.pid)) == WORKERS and
-               children(c.ingress.proc.pid) != old, what="the worker forked again")
+               children(c.ingress.proc.pid) != old, what="the worker started again")
     c.wait_for(lambda: all_ok(c, "first.com"), what="every worker serving again")
+    c.wait_for(lambda: c.ingress.status("/ready")[0] == 200, what="ready again")
+    assert re.search(r"^meshnet_ingress_worker_restarts_total 1$",
+                     c.ingress.status("/metrics")[1], re.M)
+
+
+@pytest.mark.parametrize("desc, line, want", [
+    ("IPv4", "meshnet-ingress ready on http://127.0.0.3:8080 https://127.0.0.3:8443\n",
+     ("--http-listen", "127.0.0.3:8080", "--https-listen", "127.0.0.3:8443")),
+    ("any address", "meshnet-ingress ready on http://0.0.0.0:80 https://0.0.0.0:443\n",
+     ("--http-listen", "0.0.0.0:80", "--https-listen", "0.0.0.0:443")),
+    ("the status line is not it", "meshnet-ingress status on 127.0.0.1:4000\n", None),
+    ("nor another daemon's", "meshnet-dns listening on udp+tcp 127.0.0.1:53\n", None),
+])
+def test_listen_flags(desc, line, want):
+    assert listen_flags(line) == want
 
 
 def test_sigterm_leaves_no_process(apiserver, tmp_path):
