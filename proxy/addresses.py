@@ -14,7 +14,11 @@ ARP requests) stop that, as IPVS mode and MetalLB document; the LoadBalancer ann
 work) puts an LB IP on the uplink of the one node that owns it.
 
 pyroute2's synchronous IPRoute runs an event loop of its own, which cannot run inside the
-proxy's; `AsyncVip` therefore drives one VipInterface on a single worker thread.
+proxy's; `AsyncVip` therefore drives one VipInterface on a single worker thread. Service
+addresses are added and removed in batches over a raw rtnetlink socket (`rtnl.py`): through
+pyroute2, one request at a time, 10,000 of them took 14 s. The kernel's own cost remains and
+grows faster than linearly (each new IPv4 address walks the interface's address list): about
+0.1 s for 2,500 addresses, 3 s for 10,000.
 
 This object remembers what it added: on exit it removes only those addresses, and deletes the
 link only if it created it.
@@ -31,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from meshnet.proxy.errors import NetlinkError
+from meshnet.proxy.rtnl import AddressSocket, describe
 
 log = logging.getLogger("meshnet.proxy.addresses")
 
@@ -51,6 +56,7 @@ class VipInterface:
         self.created = False
         self.added: set[str] = set()
         self._ipr = None
+        self._rtnl: AddressSocket | None = None
 
     def __repr__(self) -> str:
         return f"<VipInterface {self.name} index={self.index} addresses={len(self.added)}>"
@@ -59,6 +65,7 @@ class VipInterface:
         """Create the dummy link if missing, bring it up, set the ARP sysctls."""
         ipr = self._ipr = self._ipr or _iproute()
         try:
+            self._rtnl = self._rtnl or AddressSocket()
             found = ipr.link_lookup(ifname=self.name)
             if not found:
                 try:
@@ -88,40 +95,49 @@ class VipInterface:
     def existing(self) -> set[str]:
         """Host addresses (/32, /128) on the interface that could be ours: never loopback
         ones (with the `lo` fallback, 127.0.0.1 lives here too)."""
-        found = set()
-        for a in self._ipr.get_addr(index=self.index):
-            ip = a.get_attr("IFA_ADDRESS")
-            if a["prefixlen"] in (32, 128) and not ipaddress.ip_address(ip).is_loopback:
-                found.add(ip)
-        return found
-
-    def add(self, ip: str) -> None:
-        family, prefix = (socket.AF_INET6, 128) if ":" in ip else (socket.AF_INET, 32)
         try:
-            self._ipr.addr("add", index=self.index, address=ip, prefixlen=prefix,
-                           family=family)
-        except Exception as exc:
-            if "exists" not in str(exc).lower():
-                raise NetlinkError(f"cannot add {ip}/{prefix} to {self.name}: {exc}") from None
-        self.added.add(ip)
+            listed = self._rtnl.dump(self.index)
+        except OSError as exc:
+            raise NetlinkError(f"cannot list the addresses on {self.name}: "
+                               f"{exc.strerror or exc}") from None
+        return {ip for ip, prefix in listed
+                if prefix in (32, 128) and not ipaddress.ip_address(ip).is_loopback}
 
-    def remove(self, ip: str) -> None:
-        family, prefix = (socket.AF_INET6, 128) if ":" in ip else (socket.AF_INET, 32)
+    def add(self, ips) -> list[str]:
+        """Add host addresses (one that exists already counts as added); returns what the
+        kernel refused, as messages."""
+        return self._change("add", ips, ignore=errno.EEXIST)
+
+    def remove(self, ips) -> list[str]:
+        """Remove host addresses (one already gone counts as removed); returns what the
+        kernel refused, as messages."""
+        return self._change("del", ips, ignore=errno.EADDRNOTAVAIL)
+
+    def _change(self, op: str, ips, *, ignore: int) -> list[str]:
+        ips = list(ips)
+        if not ips:
+            return []
+        verb, where = ("add", "to") if op == "add" else ("remove", "from")
         try:
-            self._ipr.addr("del", index=self.index, address=ip, prefixlen=prefix,
-                           family=family)
-        except Exception as exc:
-            if "cannot assign" not in str(exc).lower():
-                raise NetlinkError(f"cannot remove {ip}/{prefix} from {self.name}: "
-                                   f"{exc}") from None
-        self.added.discard(ip)
+            refused = self._rtnl.change(op, self.index, ips)
+        except OSError as exc:  # the socket itself failed: nothing is known to be done
+            raise NetlinkError(f"cannot {verb} {len(ips)} addresses {where} {self.name}: "
+                               f"{exc.strerror or exc}") from None
+        done = [ip for ip in ips if refused.get(ip, ignore) == ignore]
+        if op == "add":
+            self.added.update(done)
+        else:
+            self.added.difference_update(done)
+        return [f"cannot {verb} {ip}/{128 if ':' in ip else 32} {where} {self.name}: "
+                f"{describe(code)}" for ip, code in refused.items() if code != ignore]
 
     def remove_stale(self, keep: set[str]) -> list[str]:
         """Addresses left by an earlier run (a crash, --keep-on-exit) that no service uses."""
         stale = sorted(self.existing() - keep)
-        for ip in stale:
-            self.remove(ip)
-        return stale
+        refused = self.remove(stale)
+        for message in refused:
+            log.warning("%s", message)
+        return sorted(set(stale) - self.existing()) if refused else stale
 
     def cleanup(self) -> None:
         if self._ipr is None:
@@ -130,12 +146,15 @@ class VipInterface:
             if self.created:
                 self._ipr.link("del", index=self.index)
             else:
-                for ip in sorted(self.added):
-                    self.remove(ip)
+                for message in self.remove(sorted(self.added)):
+                    log.warning("%s", message)
         finally:
             self.added.clear()
             self._ipr.close()
             self._ipr = None
+            if self._rtnl is not None:
+                self._rtnl.close()
+                self._rtnl = None
 
 
 class AsyncVip:
@@ -158,20 +177,20 @@ class AsyncVip:
     async def ensure(self) -> None:
         await self._call(self.vip.ensure)
 
-    async def add(self, ip: str) -> None:
-        await self._call(self.vip.add, ip)
+    async def add(self, ips) -> list[str]:
+        return await self._call(self.vip.add, ips)
 
-    async def remove(self, ip: str) -> None:
-        await self._call(self.vip.remove, ip)
+    async def remove(self, ips) -> list[str]:
+        return await self._call(self.vip.remove, ips)
 
     async def remove_stale(self, keep: set[str]) -> list[str]:
         return await self._call(self.vip.remove_stale, keep)
 
     def remove_stale_soon(self, keep: set[str]) -> asyncio.Future:
         """Queue the stale-address sweep now, without waiting for it (listing thousands of
-        addresses takes seconds). Safe because every netlink call runs in order on the one
-        worker thread: the sweep, queued first, lists only addresses added before it; an
-        address a later sync adds is added after it."""
+        addresses and removing stale ones can take a second). Safe because every netlink
+        call runs in order on the one worker thread: the sweep, queued first, lists only
+        addresses added before it; an address a later sync adds is added after it."""
         return asyncio.get_running_loop().run_in_executor(self._executor,
                                                           self.vip.remove_stale, keep)
 

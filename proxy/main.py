@@ -106,21 +106,30 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
         raise DaemonError(f"cannot load kubeconfig {args.kubeconfig or '(default)'}: "
                           f"{exc}") from None
     vip = None if args.no_vip_interface else AsyncVip(VipInterface(args.vip_interface))
-    if vip is not None:
-        await vip.ensure()
-        addresses = await vip.node_addresses(args.nodeport_addresses)
-    else:
-        # In a thread, as AsyncVip does: pyroute2's IPRoute runs an event loop of its own,
-        # which fails inside the running one.
-        addresses = await asyncio.to_thread(node_addresses, args.nodeport_addresses,
-                                            args.vip_interface)
-    node = NodeInfo(args.node_name, addresses)
     fwd = Forwarding(Options(connect_attempts=args.connect_attempts,
                              connect_budget_s=args.connect_budget,
                              udp_idle_timeout_s=args.udp_idle_timeout))
     dataplane = DataPlane(fwd, vip if vip is not None else NoAddresses())
-    proxier = Proxier(client, node, fwd, dataplane, min_interval_s=args.min_sync_interval,
+    proxier = Proxier(client, NodeInfo(args.node_name, ()), fwd, dataplane,
+                      min_interval_s=args.min_sync_interval,
                       full_interval_s=args.full_sync_interval)
+    # The first lists (2 s at 10,000 Services) load while the VIP interface is set up (0.4 s,
+    # most of it importing pyroute2); nothing is programmed before both are done.
+    proxier.start_informers()
+    try:
+        if vip is not None:
+            await vip.ensure()
+            addresses = await vip.node_addresses(args.nodeport_addresses)
+        else:
+            # In a thread, as AsyncVip does: pyroute2's IPRoute runs an event loop of its own,
+            # which fails inside the running one.
+            addresses = await asyncio.to_thread(node_addresses, args.nodeport_addresses,
+                                                args.vip_interface)
+    except BaseException:
+        await proxier.stop_informers()
+        await client.close()
+        raise
+    node = proxier.node = NodeInfo(args.node_name, addresses)
     proxier.on_first_sync = lambda table: _after_first_sync(vip, table)
     announcer = None
     if vip is not None and not args.no_lb_announce:
@@ -160,7 +169,7 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
 
 async def _after_first_sync(vip: AsyncVip | None, table) -> None:
     if vip is not None:
-        # Not awaited: the sync loop must not wait for the sweep (3 s at 10,000 addresses).
+        # Not awaited: the sync loop must not wait for the sweep (up to a second).
         sweep = vip.remove_stale_soon(set(table.addresses))
         sweep.add_done_callback(lambda f: _swept(vip, f))
     # The first table and the informer caches are most of the heap and live long: move them

@@ -72,10 +72,18 @@ class Proxier:
         return (f"<Proxier node={self.node.name} syncs={self.syncs} {self.fwd.table!r} "
                 f"pending={len(self.tracker.pending)}>")
 
+    def start_informers(self) -> None:
+        """Start listing (run() does it too): a caller may overlap the lists with its set-up."""
+        self.services.start()
+        self.endpoints.start()
+
+    async def stop_informers(self) -> None:
+        await self.services.stop()
+        await self.endpoints.stop()
+
     async def run(self, stop: asyncio.Event) -> None:
         informers = [self.services, self.endpoints]
-        for inf in informers:
-            inf.start()
+        self.start_informers()
         try:
             waits = [asyncio.ensure_future(i.synced.wait()) for i in informers]
             stopping = asyncio.ensure_future(stop.wait())
@@ -95,8 +103,7 @@ class Proxier:
                 await self.sync(full=self.clock() >= self.last_full + self.full_interval_s)
             stopping.cancel()
         finally:
-            for inf in informers:
-                await inf.stop()
+            await self.stop_informers()
 
     async def _wait(self, stop: asyncio.Event, delay: float) -> None:
         """Sleep for `delay`, or until a change arrives (if nothing was pending) or stop."""
