@@ -2,7 +2,8 @@
 
 Theory of operation
 -------------------
-One Linux bridge `mn-br0` holds the podCIDR's first address (every pod's default gateway).
+One Linux bridge `mn-br0` holds the podCIDR's first address (every pod's default gateway)
+and a fixed hardware address (`bridge_mac`), so the gateway's MAC never moves with its ports.
 Each pod gets a network namespace `mnpod-<uid>` (under /run/netns, so `nsenter`/`ip netns`
 find it and `/etc/netns/<name>/resolv.conf` is applied), a veth pair `mnv<uid>` (bridge port) /
 `eth0` (in the pod) with its IP, `lo` up and a default route via the bridge. Other nodes'
@@ -81,6 +82,12 @@ class _Homeless(Exception):
     """The netlink thread could not return to the node's namespace."""
 
 
+def bridge_mac(gateway: str) -> str:
+    """The bridge's hardware address: 0a:58 and the gateway's four bytes (locally
+    administered, unicast; distinct per node as podCIDRs are; ovn-kubernetes' convention)."""
+    return "0a:58:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(gateway).packed)
+
+
 class PodNetwork:
     def __init__(self, pod_cidr: str, etc_netns: Path = ETC_NETNS,
                  netns_dir: Path = NETNS_RUN_DIR):
@@ -156,7 +163,11 @@ class PodNetwork:
             index = node.link_index(BRIDGE)
         if self.gateway not in {a for _i, a, _s in node.addresses(index)}:
             node.request(rtnl.addr_add(index, self.gateway, self.prefixlen))
-        node.request(rtnl.link_set(index))
+        # A bridge whose address nobody set takes the lowest of its ports' addresses, so it
+        # changes when a pod's veth comes or goes; the other pods' ARP entries for the gateway
+        # then point nowhere until they expire (~30 s without the cluster DNS, the proxy,
+        # other nodes). A fixed address, as the CNI bridge plugin sets, never moves.
+        node.request(rtnl.link_set(index, mac=bridge_mac(self.gateway)))
         self._bridge = index
         # Routing between pods on other nodes needs forwarding in *this* namespace (the node's).
         Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")

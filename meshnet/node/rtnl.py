@@ -64,12 +64,18 @@ def link_up(index: int):
     return _finish(msg, RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK)
 
 
-def link_set(index: int, *, master: int = 0):
-    """Up, and (with `master`) a port of that bridge."""
+def link_set(index: int, *, master: int = 0, mac: str = ""):
+    """Up, and (with `master`) a port of that bridge; (with `mac`) that hardware address,
+    which the kernel then keeps as set by the user (a bridge no longer follows its ports)."""
     msg = ifinfmsg()
     msg["index"], msg["flags"], msg["change"] = index, IFF_UP, IFF_UP
+    attrs = []
     if master:
-        msg["attrs"] = [("IFLA_MASTER", master)]
+        attrs.append(("IFLA_MASTER", master))
+    if mac:
+        attrs.append(("IFLA_ADDRESS", mac))
+    if attrs:
+        msg["attrs"] = attrs
     return _finish(msg, RTM_NEWLINK, ACK)
 
 
@@ -200,6 +206,13 @@ class Rtnl:
         """(ifindex, name) of every link in this namespace."""
         return [(m["index"], m.get_attr("IFLA_IFNAME") or "")
                 for m in self.dump(ifinfmsg(), RTM_GETLINK, ifinfmsg)]
+
+    def mac(self, index: int) -> str:
+        """The hardware address of link `index` ("" when there is none such)."""
+        for m in self.dump(ifinfmsg(), RTM_GETLINK, ifinfmsg):
+            if m["index"] == index:
+                return m.get_attr("IFLA_ADDRESS") or ""
+        return ""
 
     def addresses(self, index: int = 0) -> list[tuple[int, str, int]]:
         """(ifindex, IPv4 address, scope) of every address (of link `index` if given)."""

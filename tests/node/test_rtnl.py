@@ -37,6 +37,50 @@ print(json.dumps(out))
 """
 
 
+BRIDGE_MAC_SCRIPT = r"""
+import json
+from pathlib import Path
+from meshnet.node import rtnl
+from meshnet.node.podnet import PodNetwork, bridge_mac
+net = PodNetwork("10.244.7.0/24", etc_netns=Path("/nonexistent"))
+net.ensure_bridge()
+nl = rtnl.Rtnl()
+br = nl.link_index("mn-br0")
+out = {"want": bridge_mac("10.244.7.1"), "set": nl.mac(br)}
+# A port with a lower address than any: an unset bridge address would follow it, then move
+# again when it goes (a pod's veth coming and going).
+msg = rtnl.ifinfmsg()
+msg["attrs"] = [("IFLA_IFNAME", "mnt-a"), ("IFLA_ADDRESS", "02:00:00:00:00:01"),
+                ("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", "dummy")]})]
+try:
+    nl.request(rtnl._finish(msg, rtnl.RTM_NEWLINK, rtnl.CREATE))
+    port = "dummy"
+except rtnl.NetlinkError:  # no dummy module: a veth pair instead
+    msg["attrs"] = [("IFLA_IFNAME", "mnt-a"), ("IFLA_ADDRESS", "02:00:00:00:00:01"),
+                    ("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", "veth"), ("IFLA_INFO_DATA",
+                     {"attrs": [("VETH_INFO_PEER", {"attrs": [("IFLA_IFNAME", "mnt-b")]})]})]})]
+    nl.request(rtnl._finish(msg, rtnl.RTM_NEWLINK, rtnl.CREATE))
+    port = "veth"
+a = nl.link_index("mnt-a")
+nl.request(rtnl.link_set(a, master=br))
+out["with_port"] = nl.mac(br)
+nl.request(rtnl.link_del(a))
+out["after"] = nl.mac(br)
+net.ensure_bridge()  # again (the agent restarted): the same address
+out["again"] = nl.mac(br)
+print(json.dumps(out))
+"""
+
+
+def test_the_pod_bridge_keeps_its_address_while_ports_come_and_go(lab):  # noqa: F811
+    ns = lab.netns("brmac")
+    done = lab.run(ns, [PY, "-c", BRIDGE_MAC_SCRIPT])
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["want"] == "0a:58:0a:f4:07:01"
+    assert out["set"] == out["with_port"] == out["after"] == out["again"] == out["want"], out
+
+
 def test_requests_and_dumps_in_a_namespace(lab):  # noqa: F811
     ns = lab.netns("rtnl")
     done = lab.run(ns, [PY, "-c", SCRIPT])
