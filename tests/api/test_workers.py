@@ -1,6 +1,6 @@
 """meshnet/workers.py's pure parts, table-first: the metrics merge behind a supervisor's one
 status port, the restart backoff, and the flags a worker is started with. The supervisor itself
-runs for real in tests/dns/test_workers.py and tests/ingress/test_workers.py."""
+runs for real in tests/dns/test_dns_workers.py and tests/ingress/test_ingress_workers.py."""
 
 from __future__ import annotations
 
