@@ -48,7 +48,7 @@ NAMESPACES = lookup("namespaces")
 # How often a write retries when an admission hook's range key was taken concurrently, or an
 # unconditional update raced another writer. Each retry re-reads state, so a handful is plenty.
 MAX_WRITE_RETRIES = 16
-ENCODED_CACHE_SIZE = 1024  # objects: above the changes a burst delivers to all watchers
+DELETED_CACHE_SIZE = 1024  # deletions whose shared object watchers may still ask for
 # kube-apiserver: metadata.generateName gets 5 random characters from this alphabet.
 _GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 _NO_STATUS_RESET = {"Node"}  # kinds whose status a create may carry (kubelet registers with it)
@@ -91,9 +91,6 @@ class Registry:
         self.clock = clock
         self._admission: dict[str, list[AdmissionHook]] = {}
         self._cache: dict[str, tuple[int, dict]] = {}
-        # id(object) -> (object, its JSON): watch streams encode a shared object once. The
-        # entry holds the object, so its id is not reused while the entry lives.
-        self._encoded: OrderedDict[int, tuple[dict, bytes]] = OrderedDict()
         self._deleted: OrderedDict[str, tuple[int, dict]] = OrderedDict()
 
     def __repr__(self) -> str:
@@ -122,18 +119,6 @@ class Registry:
         self._cache[kv.key] = (kv.mod_revision, obj)
         return obj
 
-    def encoded(self, obj: dict) -> bytes:
-        """obj as compact JSON, remembered for the last ENCODED_CACHE_SIZE objects (every
-        watcher of one change holds the same decoded object)."""
-        hit = self._encoded.get(id(obj))
-        if hit is not None and hit[0] is obj:
-            return hit[1]
-        data = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
-        self._encoded[id(obj)] = (obj, data)
-        if len(self._encoded) > ENCODED_CACHE_SIZE:
-            self._encoded.popitem(last=False)
-        return data
-
     def _decode_at(self, kv: KeyValue, revision: int) -> dict:
         """The deleted object at kv with the deletion's resourceVersion; one shared copy for
         every watcher of the deletion."""
@@ -143,7 +128,7 @@ class Registry:
         obj = copy.copy(self.decode(kv))
         obj["metadata"] = {**obj["metadata"], "resourceVersion": str(revision)}
         self._deleted[kv.key] = (revision, obj)
-        if len(self._deleted) > ENCODED_CACHE_SIZE:
+        if len(self._deleted) > DELETED_CACHE_SIZE:
             self._deleted.popitem(last=False)
         return obj
 

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import random
 import time
+from collections import OrderedDict
 
 from aiohttp import web
 
@@ -25,8 +26,26 @@ from meshnet.control.apiserver.table import to_table
 
 log = logging.getLogger("meshnet.apiserver.watch")
 
+ENCODED_CACHE_SIZE = 1024  # objects: above the changes a burst delivers to all watchers
+# id(object) -> (object, its JSON). Every watcher of a change gets the same decoded object from
+# the registry, so it is encoded once; the entry holds the object, so its id is not reused
+# while the entry lives.
+_encoded: OrderedDict[int, tuple[dict, bytes]] = OrderedDict()
+
 DEFAULT_TIMEOUT_S = 1800.0
 BOOKMARK_INTERVAL_S = 30.0
+
+
+def encoded(obj: dict) -> bytes:
+    """wire.dumps(obj), remembered for the last ENCODED_CACHE_SIZE objects."""
+    hit = _encoded.get(id(obj))
+    if hit is not None and hit[0] is obj:
+        return hit[1]
+    data = wire.dumps(obj)
+    _encoded[id(obj)] = (obj, data)
+    if len(_encoded) > ENCODED_CACHE_SIZE:
+        _encoded.popitem(last=False)
+    return data
 
 
 def _timeout(request: web.Request) -> float:
@@ -69,7 +88,7 @@ async def serve_watch(request: web.Request, registry: Registry, ri: RequestInfo,
                 "includeObject", "Metadata"), now=time.time())
             return wire.dumps({"type": event_type, "object": obj}) + b"\n"
         # Every watcher of a change gets the same decoded object: encode it once.
-        return b'{"type":"%s","object":%s}\n' % (event_type.encode(), registry.encoded(obj))
+        return b'{"type":"%s","object":%s}\n' % (event_type.encode(), encoded(obj))
 
     try:
         while True:

@@ -1,6 +1,6 @@
-"""Registry watches share one decoded object, and its JSON, between the watchers of a change:
-deletions included, with the deletion's resourceVersion; the encoded form is exactly the
-object's JSON."""
+"""Registry watches share one decoded object, and watch.py its JSON, between the watchers of
+a change: deletions included, with the deletion's resourceVersion; the encoded form is exactly
+the object's JSON."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import json
 import pytest
 
 from meshnet.api.resources import lookup
+from meshnet.control.apiserver import watch
 
 from controllers_helpers import create_namespace, make_registry
 
@@ -38,15 +39,15 @@ async def test_watchers_of_one_change_share_the_object_and_its_json(registry):
     rv = deleted[0].object["metadata"]["resourceVersion"]
     assert int(rv) == deleted[0].revision > int(added[0].object["metadata"]["resourceVersion"])
     for event in (added[0], deleted[0]):
-        encoded = registry.encoded(event.object)
-        assert registry.encoded(event.object) is encoded  # computed once
+        encoded = watch.encoded(event.object)
+        assert watch.encoded(event.object) is encoded  # computed once
         assert json.loads(encoded) == event.object
 
 
 async def test_an_equal_but_distinct_object_is_encoded_for_itself(registry):
     first, second = {"a": 1}, {"a": 2}
-    assert registry.encoded(first) == b'{"a":1}'
-    assert registry.encoded(second) == b'{"a":2}'
+    assert watch.encoded(first) == b'{"a":1}'
+    assert watch.encoded(second) == b'{"a":2}'
     second_copy = dict(second)
     second_copy["a"] = 3
-    assert registry.encoded(second_copy) == b'{"a":3}'
+    assert watch.encoded(second_copy) == b'{"a":3}'
