@@ -18,10 +18,11 @@ then dockerd stopped containerd) it finds nothing.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 from pathlib import Path
+
+from . import supervisor
 
 PING_TIMEOUT_S = 2.0
 
@@ -111,13 +112,7 @@ def leftovers(docker_dir: Path) -> list[str]:
     problems = []
     for stale in stale_pidfiles(docker_dir):
         stale.unlink(missing_ok=True)
-    for pid in leftover_pids(docker_dir):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        except OSError as exc:
-            problems.append(f"killing pid {pid} of dockerd in {docker_dir}: {exc}")
+    problems += supervisor.kill_all(leftover_pids(docker_dir), f"of dockerd in {docker_dir}")
     for target in reversed(mounts_under(docker_dir)):  # innermost first
         proc = subprocess.run(["umount", "-l", target], capture_output=True, text=True)
         if proc.returncode != 0 and target in mounts_under(docker_dir):

@@ -140,6 +140,19 @@ def stop(name: str, rec: dict) -> str:
     return f"killed after {grace:g}s"
 
 
+def kill_all(pids, where: str) -> list[str]:
+    """SIGKILL each PID (one already gone is fine); the failures, naming `where`."""
+    problems = []
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        except OSError as exc:
+            problems.append(f"killing pid {pid} {where}: {exc}")
+    return problems
+
+
 def log_tail(rec: dict, lines: int = 15) -> str:
     try:
         text = Path(rec["log"]).read_text(errors="replace")

@@ -342,13 +342,7 @@ def _kill_in_namespaces(namespaces: list[str]) -> list[str]:
     for ns in namespaces:
         if not netns_exists(ns):
             continue
-        for pid in network.netns_pids(ns):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            except OSError as exc:
-                problems.append(f"kill {pid} in {ns}: {exc}")
+        problems += sup.kill_all(network.netns_pids(ns), f"in {ns}")
     return problems
 
 
