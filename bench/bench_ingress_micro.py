@@ -2,7 +2,7 @@
 throughput): a ClientConnection and a pooled UpstreamConnection over fake transports, fed the
 bytes wrk and the bench backend exchange.
 
-    .venv/bin/python bench/bench_ingress_micro.py [REQUESTS]
+    .venv/bin/python bench/bench_ingress_micro.py [REQUESTS] [--new-connection]
     # instructions per request, deterministic (the difference of two counts):
     valgrind --tool=cachegrind --cache-sim=no .venv/bin/python bench/bench_ingress_micro.py 2000
     valgrind --tool=cachegrind --cache-sim=no .venv/bin/python bench/bench_ingress_micro.py 6000
@@ -71,7 +71,12 @@ class FakeTransport(asyncio.Transport):
         return True
 
 
-async def run(count: int) -> None:
+CLOSE_REQUEST = b"GET / HTTP/1.1\r\nHost: bench.test\r\nConnection: close\r\n\r\n"
+
+
+async def run(count: int, new_connection: bool = False) -> None:
+    """new_connection: a client connection per request (made, one request with
+    `Connection: close`, lost), as wrk -H 'Connection: close' makes them."""
     table, _ = compile_routes(*views([ingress("a", {"bench.test": [path("/", "web")]})],
                                      [service("web")], [endpoints("web", ["10.0.0.1"])]),
                               RoutingConfig())
@@ -85,24 +90,40 @@ async def run(count: int) -> None:
     client.connection_made(client_transport)
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)  # as main.serve does
-    for _ in range(WARM_UP):
+    loop = asyncio.get_running_loop()
+
+    def one_request():
         client.data_received(REQUEST)
         upstream.data_received(RESPONSE)
-    assert client_transport.out[-1].startswith(b"HTTP/1.1 200 OK"), client_transport.out[-1]
+
+    def one_connection():
+        conn = ClientConnection(proxy, "http", loop, b"80")
+        transport = FakeTransport()
+        conn.connection_made(transport)
+        conn.data_received(CLOSE_REQUEST)
+        upstream.data_received(RESPONSE)
+        conn.connection_lost(None)
+        return transport
+
+    step = one_connection if new_connection else one_request
+    for _ in range(WARM_UP):
+        step()
+    out = one_connection().out if new_connection else client_transport.out
+    assert out[-1].startswith(b"HTTP/1.1 200 OK"), out
     best = float("inf")
     for _ in range(max(1, count // BLOCK)):
         client_transport.out.clear()
         upstream.transport.out.clear()
         t0 = time.perf_counter()
         for _ in range(BLOCK):
-            client.data_received(REQUEST)
-            upstream.data_received(RESPONSE)
+            step()
         best = min(best, time.perf_counter() - t0)
     print(f"{best / BLOCK * 1e6:.2f} us per request (the fastest block of {BLOCK})")
 
 
 def main() -> None:
-    uvloop.run(run(int(sys.argv[1]) if len(sys.argv) > 1 else 20_000))
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    uvloop.run(run(int(args[0]) if args else 20_000, "--new-connection" in sys.argv))
 
 
 if __name__ == "__main__":

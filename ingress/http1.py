@@ -53,10 +53,12 @@ def http_date() -> bytes:
 
 def split_headers(headers: list[tuple[bytes, bytes]], special_names: frozenset[bytes]
                   ) -> tuple[dict[bytes, bytes], list[tuple[bytes, bytes]]]:
-    """One pass over a head (it runs twice per proxied request, so one pass, not one per
-    header looked up): ({lowercase name: value} of the `special_names` present -- the first
-    occurrence, Connection values joined --, the other headers in order). Headers the
-    Connection header names are hop-by-hop too (RFC 9110 7.6.1) and are dropped."""
+    """One pass over a head (one pass, not one per header looked up): ({lowercase name:
+    value} of the `special_names` present -- the first occurrence, Connection values
+    joined --, the other headers in order). Headers the Connection header names are
+    hop-by-hop too (RFC 9110 7.6.1) and are dropped. Request heads; a response head is split
+    the same way line by line as it is parsed (upstream.UpstreamConnection.on_header), which
+    spares a second loop over its headers."""
     special: dict[bytes, bytes] = {}
     rest = []
     for item in headers:
@@ -68,12 +70,19 @@ def split_headers(headers: list[tuple[bytes, bytes]], special_names: frozenset[b
                 special[low] += b"," + item[1]
         else:
             rest.append(item)
+    return special, drop_connection_named(special, rest)
+
+
+def drop_connection_named(special: dict[bytes, bytes], rest: list[tuple[bytes, bytes]]
+                          ) -> list[tuple[bytes, bytes]]:
+    """rest without the headers the Connection header (in special) names: they are
+    hop-by-hop too (RFC 9110 7.6.1)."""
     connection = special.get(b"connection")
     if connection is not None and connection.lower() not in _CONNECTION_OPTIONS:
         named = {t.strip().lower() for t in connection.split(b",")} - _CONNECTION_OPTIONS
         if named:
-            rest = [h for h in rest if h[0].lower() not in named]
-    return special, rest
+            return [h for h in rest if h[0].lower() not in named]
+    return rest
 
 
 def forwarded_for(incoming: bytes | None, peer: str, trusted) -> tuple[bytes, bytes]:
@@ -92,29 +101,40 @@ def forwarded_for(incoming: bytes | None, peer: str, trusted) -> tuple[bytes, by
     return (incoming + b", " + peer.encode()), real.encode()
 
 
-def upstream_request_head(method: bytes, target: bytes, rest: list[tuple[bytes, bytes]], *,
-                          host: bytes | None, content_length: bytes | None, chunked: bool,
-                          upgrade: bytes | None, forwarded: tuple[bytes, ...]) -> bytes:
+def upstream_request_head(method: bytes, target: bytes, rest: list[tuple[bytes, bytes]],
+                          host: bytes | None, added: bytes) -> bytes:
     """The request head sent to a backend: `rest` (end-to-end headers, from split_headers)
-    as they came, Host unchanged (the backend sees the name the client asked for), the
-    framing of this hop, and `forwarded`: the values of X-Forwarded-For, X-Real-IP,
-    X-Forwarded-Proto, X-Forwarded-Host and X-Forwarded-Port."""
+    as they came, Host unchanged (the backend sees the name the client asked for), and
+    `added`: the lines of forwarded_headers and framing_headers."""
     out = [method, b" ", target, b" HTTP/1.1\r\n"]
     if host is not None:
         out += (b"Host: ", host, b"\r\n")
     for name, value in rest:
         out += (name, b": ", value, b"\r\n")
-    out += (b"X-Forwarded-For: ", forwarded[0], b"\r\nX-Real-IP: ", forwarded[1],
-            b"\r\nX-Forwarded-Proto: ", forwarded[2], b"\r\nX-Forwarded-Host: ", forwarded[3],
-            b"\r\nX-Forwarded-Port: ", forwarded[4], b"\r\n")
-    if content_length is not None:
-        out += (b"Content-Length: ", content_length, b"\r\n")
-    elif chunked:
-        out.append(b"Transfer-Encoding: chunked\r\n")
-    if upgrade is not None:
-        out += (b"Connection: upgrade\r\nUpgrade: ", upgrade, b"\r\n")
-    out.append(b"\r\n")
+    out += (added, b"\r\n")
     return b"".join(out)
+
+
+def forwarded_headers(xff: bytes, real_ip: bytes, proto: bytes, host: bytes, port: bytes
+                      ) -> bytes:
+    """The X-Forwarded-For, X-Real-IP, X-Forwarded-Proto, X-Forwarded-Host and
+    X-Forwarded-Port lines."""
+    return (b"X-Forwarded-For: %b\r\nX-Real-IP: %b\r\nX-Forwarded-Proto: %b\r\n"
+            b"X-Forwarded-Host: %b\r\nX-Forwarded-Port: %b\r\n"
+            % (xff, real_ip, proto, host, port))
+
+
+def framing_headers(content_length: bytes | None, chunked: bool, upgrade: bytes | None
+                    ) -> bytes:
+    """The request's framing on the hop to the backend, and Upgrade."""
+    out = b""
+    if content_length is not None:
+        out += b"Content-Length: " + content_length + b"\r\n"
+    elif chunked:
+        out += b"Transfer-Encoding: chunked\r\n"
+    if upgrade is not None:
+        out += b"Connection: upgrade\r\nUpgrade: " + upgrade + b"\r\n"
+    return out
 
 
 def response_head(status: int, reason: bytes, rest: list[tuple[bytes, bytes]],

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+from bisect import bisect_left
 import logging
 import time
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from meshnet.ingress import http1
 from meshnet.ingress.match import Route, RouteTable, match_normalized, normalize_host, \
     split_target
 from meshnet.ingress.upstream import UpstreamConnection, UpstreamPool
-from meshnet.metrics import Registry
+from meshnet.metrics import DEFAULT_BUCKETS_S, Registry
 
 log = logging.getLogger("meshnet.ingress.proxy")
 access_log = logging.getLogger("meshnet.ingress.access")
@@ -35,6 +36,7 @@ ROUTE_CACHE_ENTRIES = 10_000
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 NO_FIELDS: dict[bytes, bytes] = {}
 STATUS_TEXT = {status: str(status) for status in range(100, 600)}
+LATENCY_BUCKETS_S = DEFAULT_BUCKETS_S
 _MISS = object()
 
 
@@ -62,6 +64,7 @@ class Proxy:
         self.pool = UpstreamPool()
         self._trusted = tuple(ipaddress.ip_network(c, strict=False)
                               for c in settings.trusted_proxies)
+        self.trusts_any = bool(self._trusted)  # is_trusted() can be true at all
         self.connections: set = set()
         self._rr: dict[tuple, int] = {}
         self._hosts: dict[bytes, str] = {}
@@ -71,7 +74,10 @@ class Proxy:
             ("ingress", "host", "status"))
         self.latency = metrics.histogram(
             "meshnet_ingress_request_duration_seconds",
-            "Time from the request head to the end of the response.", ("ingress",))
+            "Time from the request head to the end of the response.", ("ingress",),
+            LATENCY_BUCKETS_S)
+        # The latency series per Ingress, updated in place by Exchange._finish.
+        self.latency_rows: dict[str, list] = {}
         self.upstream_failures = metrics.counter(
             "meshnet_ingress_upstream_failures_total",
             "Failed backend connects and responses.", ("reason",))
@@ -247,19 +253,25 @@ class Exchange:
         special = self.special
         host = self.host
         client = self.client
-        ip, scheme, port = client.forwarded
         if client.trusted:  # a proxy in front of us: its X-Forwarded-* are the truth
+            _, scheme, port = client.forwarded
             xff, real_ip = http1.forwarded_for(special.get(b"x-forwarded-for"),
                                                client.client_ip, self.proxy.is_trusted)
-            forwarded = (xff, real_ip, special.get(b"x-forwarded-proto") or scheme,
-                         special.get(b"x-forwarded-host") or host or b"",
-                         special.get(b"x-forwarded-port") or port)
-        else:
-            forwarded = (ip, ip, scheme, host or b"", port)
-        head = http1.upstream_request_head(
-            self.method, self.target, self.rest, host=host,
-            content_length=special.get(b"content-length") if self.framing == "length" else None,
-            chunked=self.framing == "chunked", upgrade=self.upgrade, forwarded=forwarded)
+            added = http1.forwarded_headers(
+                xff, real_ip, special.get(b"x-forwarded-proto") or scheme,
+                special.get(b"x-forwarded-host") or host or b"",
+                special.get(b"x-forwarded-port") or port)
+        else:  # the same for every request of the connection that names the same host
+            last_host, added = client.forwarded_cache
+            if last_host != host or not added:
+                ip, scheme, port = client.forwarded
+                added = http1.forwarded_headers(ip, ip, scheme, host or b"", port)
+                client.forwarded_cache = (host, added)
+        if special is not NO_FIELDS:
+            added += http1.framing_headers(
+                special.get(b"content-length") if self.framing == "length" else None,
+                self.framing == "chunked", self.upgrade)
+        head = http1.upstream_request_head(self.method, self.target, self.rest, host, added)
         if self._buffer is None:
             conn.transport.write(head)
         else:
@@ -301,11 +313,11 @@ class Exchange:
 
     # -- response, from the backend ---------------------------------------------------------------
 
-    def on_response_head(self, conn, status: int, reason: bytes, headers: list,
-                         upstream_keep_alive: bool) -> None:
+    def on_response_head(self, conn, status: int, reason: bytes, special: dict, rest: list
+                         ) -> None:
+        """special, rest: the backend's head as http1.split_headers splits it."""
         self.status = status
         self.response_started = True
-        special, rest = http1.split_headers(headers, http1.RESPONSE_SPECIAL)
         if self.method == b"HEAD" or status in (204, 304) or 100 <= status < 200:
             framing = "none"
         elif b"transfer-encoding" in special:
@@ -397,10 +409,19 @@ class Exchange:
         # Counter.inc inlined: a call with *labels cost more than the rest of this method.
         key = (ingress, route.host if route else "", STATUS_TEXT.get(self.status) or
                str(self.status))
-        counts = self.proxy.requests.values
+        proxy = self.proxy
+        counts = proxy.requests.values
         counts[key] = counts.get(key, 0.0) + 1.0
         elapsed = time.monotonic() - self._t0
-        self.proxy.latency.observe(elapsed, ingress)
+        # Histogram.observe inlined, as the counter above.
+        row = proxy.latency_rows.get(ingress)
+        if row is None:
+            row = proxy.latency_rows[ingress] = proxy.latency.row(ingress)
+        index = bisect_left(LATENCY_BUCKETS_S, elapsed)
+        if index < len(LATENCY_BUCKETS_S):
+            row[index] += 1
+        row[-2] += elapsed
+        row[-1] += 1
         if access_log.isEnabledFor(logging.INFO):
             access_log.info('%s "%s %s HTTP/%s" %d host=%s ingress=%s service=%s %.3fs',
                             self.client.client_ip, self.method.decode(),

@@ -47,8 +47,9 @@ JOIN_MAX_BYTES = 16 * 1024
 
 
 class ClientConnection(asyncio.Protocol):
-    __slots__ = ("proxy", "settings", "scheme", "transport", "client_ip", "local_port", "trusted",
-                 "forwarded", "parser", "current", "parsing", "queue", "tunnel", "closed",
+    __slots__ = ("proxy", "settings", "scheme", "transport", "client_ip", "trusted",
+                 "forwarded", "forwarded_cache", "parser", "current", "parsing", "queue",
+                 "tunnel", "closed",
                  "_paused", "_url", "_headers", "_head_bytes", "_reject", "_upgrade_rest",
                  "_loop", "_cork", "_in_head", "_lingering", "_header_timer", "_idle_timer",
                  "_idle_since", "_body_timer", "_body_activity")
@@ -60,9 +61,10 @@ class ClientConnection(asyncio.Protocol):
         self.scheme = scheme
         self.transport: asyncio.Transport | None = None
         self.client_ip = ""
-        self.local_port = 0
         self.trusted = False  # the peer is a trusted proxy (its X-Forwarded-* are kept)
         self.forwarded: tuple[bytes, bytes, bytes] = (b"", b"", forwarded_port)
+        # (Host, its forwarded_headers) of the last request: built once per connection.
+        self.forwarded_cache: tuple[bytes | None, bytes] = (None, b"")
         self.parser = httptools.HttpRequestParser(self)
         self.current: Exchange | None = None
         self.parsing: Exchange | None = None
@@ -79,7 +81,7 @@ class ClientConnection(asyncio.Protocol):
         # The listener passes its loop: asyncio.get_running_loop() costs a getpid() syscall.
         self._loop = loop or asyncio.get_running_loop()
         self._cork: list[bytes] | None = None
-        self._in_head = False  # between on_message_begin and on_headers_complete
+        self._in_head = False  # between on_url and on_headers_complete
         self._lingering = False  # rejected: discarding input until the close
         self._header_timer: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
@@ -98,19 +100,17 @@ class ClientConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername") or ("", 0)
         self.client_ip = peer[0]
         port = self.forwarded[2]
-        if port:  # the listener's port, known to it: no getsockname() per connection
-            self.local_port = int(port)
-        else:
-            self.local_port = (transport.get_extra_info("sockname") or ("", 0))[1]
-            port = str(self.local_port).encode()
-        self.trusted = self.proxy.is_trusted(self.client_ip)
+        if not port:  # else the listener's port, known to it
+            port = str((transport.get_extra_info("sockname") or ("", 0))[1]).encode()
+        proxy = self.proxy
+        self.trusted = proxy.trusts_any and proxy.is_trusted(self.client_ip)
         # The X-Forwarded-* values of this connection, encoded once.
         self.forwarded = (self.client_ip.encode(), self.scheme.encode(), port)
-        self.proxy.connections.add(self)
+        proxy.connections.add(self)
         # The first request's head is timed from the connect: a slowloris that never sends a
         # byte is cut off the same as one that sends them slowly.
-        self._header_timer = self._call_later(self.settings.header_timeout_s,
-                                              self._header_timed_out)
+        self._header_timer = self._loop.call_later(self.settings.header_timeout_s,
+                                                   self._header_timed_out)
 
     def data_received(self, data: bytes):
         if self.tunnel is not None:
@@ -133,7 +133,7 @@ class ClientConnection(asyncio.Protocol):
         else:
             if self._in_head and self._header_timer is None:
                 # A head split across reads: from now it must complete within the timeout.
-                self._header_timer = self._call_later(self.settings.header_timeout_s,
+                self._header_timer = self._loop.call_later(self.settings.header_timeout_s,
                                                       self._header_timed_out)
 
     def connection_lost(self, exc):
@@ -165,11 +165,11 @@ class ClientConnection(asyncio.Protocol):
 
     # -- httptools callbacks -------------------------------------------------------------------------
 
-    def on_message_begin(self):
-        self._url, self._headers, self._head_bytes = b"", [], 0
-        self._in_head = True
+    # No on_message_begin (a call per request): a head's state is reset when it completes,
+    # and on_url is the first callback of every request.
 
     def on_url(self, url: bytes):
+        self._in_head = True
         self._url += url
         self._head_bytes += len(url)
         if self._head_bytes > self.settings.max_header_bytes:
@@ -190,30 +190,13 @@ class ClientConnection(asyncio.Protocol):
             self._header_timer = None
         p = self.parser
         special, rest = http1.split_headers(self._headers, http1.REQUEST_SPECIAL)
-        cl = special.get(b"content-length")
-        framing = "chunked" if b"transfer-encoding" in special else \
-            ("length" if cl is not None else "")
-        upgrade = special.get(b"upgrade") if p.should_upgrade() else None
         host = special.get(b"host")
         ex = Exchange(self, p.get_method(), self._url, host, rest, p.get_http_version(),
                       p.should_keep_alive())
-        if len(special) > (host is not None):  # fields beyond Host the proxy must handle
-            ex.special = special
-            ex.upgrade = upgrade
-            if framing:
-                ex.framing = framing
-                ex.content_length = int(cl) if cl else 0
-        expect = special.get(b"expect")
-        if expect is not None and expect.lower() == b"100-continue" and self.current is None:
-            # Answered here (as nginx does) so the body starts flowing while the backend is
-            # chosen; the Expect header is not forwarded.
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self._url, self._headers, self._head_bytes = b"", [], 0
         self.parsing = ex
-        if framing:
-            self._body_activity = self._loop.time()
-        if framing and self._body_timer is None:
-            self._body_timer = self._call_later(self.settings.body_timeout_s,
-                                                self._body_timed_out)
+        if len(special) > (host is not None):  # fields beyond Host the proxy must handle
+            self._take_special(ex, special)
         if self.current is None:
             self.current = ex
             ex.start()
@@ -222,6 +205,28 @@ class ClientConnection(asyncio.Protocol):
                 self.queue = collections.deque()
             self.queue.append(ex)
             self.pause_reading("pipeline")
+
+    def _take_special(self, ex: Exchange, special: dict[bytes, bytes]) -> None:
+        """The request head's fields beyond Host: its body's framing, Upgrade, Expect,
+        X-Forwarded-* from a trusted peer (the Exchange reads those from `special`)."""
+        ex.special = special
+        if self.parser.should_upgrade():
+            ex.upgrade = special.get(b"upgrade")
+        cl = special.get(b"content-length")
+        framing = "chunked" if b"transfer-encoding" in special else \
+            ("length" if cl is not None else "")
+        if framing:
+            ex.framing = framing
+            ex.content_length = int(cl) if cl else 0
+            self._body_activity = self._loop.time()
+            if self._body_timer is None:
+                self._body_timer = self._loop.call_later(self.settings.body_timeout_s,
+                                                    self._body_timed_out)
+        expect = special.get(b"expect")
+        if expect is not None and expect.lower() == b"100-continue" and self.current is None:
+            # Answered here (as nginx does) so the body starts flowing while the backend is
+            # chosen; the Expect header is not forwarded.
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes):
         if self.parsing is not None:
@@ -299,7 +304,7 @@ class ClientConnection(asyncio.Protocol):
         else:
             self._idle_since = self._loop.time()
             if self._idle_timer is None:
-                self._idle_timer = self._call_later(self.settings.keepalive_timeout_s,
+                self._idle_timer = self._loop.call_later(self.settings.keepalive_timeout_s,
                                                     self._idle_timed_out)
 
     def become_tunnel(self, upstream_transport: asyncio.Transport) -> None:
@@ -343,16 +348,13 @@ class ClientConnection(asyncio.Protocol):
         self.transport.write_eof()
         self._paused = frozenset()
         self.transport.resume_reading()
-        self._call_later(LINGER_S, self.transport.close)
+        self._loop.call_later(LINGER_S, self.transport.close)
 
     def eof_received(self):
         return False  # the client is done sending: close (also ends a lingering close)
 
     # -- internals --------------------------------------------------------------------------------
 
-
-    def _call_later(self, delay: float, callback) -> asyncio.TimerHandle:
-        return self._loop.call_later(delay, callback)
 
     def _header_timed_out(self) -> None:
         self._header_timer = None
@@ -365,7 +367,7 @@ class ClientConnection(asyncio.Protocol):
             return  # busy: exchange_finished arms it again
         left = self._idle_since + self.settings.keepalive_timeout_s - self._loop.time()
         if left > 0:
-            self._idle_timer = self._call_later(left, self._idle_timed_out)
+            self._idle_timer = self._loop.call_later(left, self._idle_timed_out)
         else:
             self.transport.close()
 
@@ -378,7 +380,7 @@ class ClientConnection(asyncio.Protocol):
             self._body_activity = now
         left = self._body_activity + self.settings.body_timeout_s - now
         if left > 0:
-            self._body_timer = self._call_later(left, self._body_timed_out)
+            self._body_timer = self._loop.call_later(left, self._body_timed_out)
         else:
             self.reject(408, linger=False)
 

@@ -28,6 +28,8 @@ import logging
 
 import httptools
 
+from meshnet.ingress import http1
+
 log = logging.getLogger("meshnet.ingress.upstream")
 
 IDLE_TIMEOUT_S = 30.0
@@ -41,8 +43,8 @@ class UpstreamClosed(Exception):
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = ("pool", "addr", "transport", "exchange", "parser", "closed", "reused",
                  "head_only", "tunnel", "parked_at", "_loop", "_read_timer", "_read_timeout_s",
-                 "_send_timeout_s", "_send_timer", "_last_read", "_headers", "_reason",
-                 "_got_response")
+                 "_send_timeout_s", "_send_timer", "_last_read", "_special", "_rest",
+                 "_reason", "_got_response")
 
     def __init__(self, pool: "UpstreamPool", addr: tuple[str, int]):
         self.pool = pool
@@ -61,7 +63,10 @@ class UpstreamConnection(asyncio.Protocol):
         self._send_timeout_s = 60.0
         self._send_timer: asyncio.TimerHandle | None = None
         self._last_read = 0.0  # loop time of the last byte from the backend (or the start)
-        self._headers: list[tuple[bytes, bytes]] = []
+        # The response head as it arrives, split as http1.split_headers splits a list (here
+        # line by line: a second loop over the headers cost as much as the parser's calls).
+        self._special: dict[bytes, bytes] = {}
+        self._rest: list[tuple[bytes, bytes]] = []
         self._reason = b""
         self._got_response = False
 
@@ -137,21 +142,29 @@ class UpstreamConnection(asyncio.Protocol):
         self._reason += status
 
     def on_header(self, name: bytes, value: bytes):
-        self._headers.append((name, value))
+        low = name.lower()
+        if low in http1.RESPONSE_SPECIAL:
+            special = self._special
+            if low not in special:
+                special[low] = value
+            elif low == b"connection":
+                special[low] += b"," + value
+        else:
+            self._rest.append((name, value))
 
     def on_headers_complete(self):
         status = self.parser.get_status_code()
+        special, rest, reason = self._special, self._rest, self._reason
+        self._special, self._rest, self._reason = {}, [], b""
         if 100 <= status < 200 and status != 101:
-            self._headers, self._reason = [], b""  # 1xx interim: dropped (Expect is ours)
-            return
+            return  # 1xx interim: dropped (Expect is ours)
         self._got_response = True
-        self.exchange.on_response_head(self, status, self._reason, self._headers,
-                                       self.parser.should_keep_alive())
-        self._headers, self._reason = [], b""
+        self.exchange.on_response_head(self, status, reason, special,
+                                       http1.drop_connection_named(special, rest))
         if self.head_only:
             # httptools cannot be told a response answers HEAD; end it here and start a
             # fresh parser for the next response on this connection.
-            self._end_response()
+            self.on_message_complete()
             self.parser = httptools.HttpResponseParser(self)
 
     def on_body(self, body: bytes):
@@ -167,7 +180,9 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if self.parser.get_status_code() == 101:  # the tunnel starts (HttpParserUpgrade)
             return
-        self._end_response()
+        ex, self.exchange = self.exchange, None  # the read timer finds no exchange and stops
+        if ex is not None:
+            ex.on_response_end(self, reusable=self.head_only or self.parser.should_keep_alive())
 
     # -- used by the exchange --------------------------------------------------------------------
 
@@ -199,12 +214,6 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.abort()
 
     # -- internals ---------------------------------------------------------------------------------
-
-    def _end_response(self) -> None:
-        ex, self.exchange = self.exchange, None  # the read timer finds no exchange and stops
-        if ex is not None:
-            ex.on_response_end(self, reusable=self.parser.should_keep_alive()
-                               if not self.head_only else True)
 
     def _check_read(self) -> None:
         self._read_timer = None

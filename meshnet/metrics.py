@@ -86,14 +86,21 @@ class Histogram(_Metric):
         self.series: dict[tuple[str, ...], list] = {}  # labels -> [counts..., sum, count]
 
     def observe(self, value: float, *labels: str) -> None:
-        row = self.series.get(labels)
-        if row is None:
-            row = self.series[labels] = [0] * len(self.buckets) + [0.0, 0]
+        row = self.series.get(labels) or self.row(*labels)
         index = bisect.bisect_left(self.buckets, value)
         if index < len(self.buckets):
             row[index] += 1
         row[-2] += value
         row[-1] += 1
+
+    def row(self, *labels: str) -> list:
+        """The series of `labels`, for a caller that updates it in place as observe() does:
+        [count per bucket..., sum, count] (a value above the last bucket only in the last
+        two)."""
+        row = self.series.get(labels)
+        if row is None:
+            row = self.series[labels] = [0] * len(self.buckets) + [0.0, 0]
+        return row
 
     def count(self, *labels: str) -> int:
         row = self.series.get(labels)

@@ -72,13 +72,29 @@ def test_upstream_request_head_rewrites_framing_and_forwarding():
     special, rest = http1.split_headers(
         [(b"Host", b"a.com"), (b"Transfer-Encoding", b"chunked"), (b"Accept", b"*/*"),
          (b"Connection", b"keep-alive"), (b"X-Real-IP", b"6.6.6.6")], http1.REQUEST_SPECIAL)
-    head = http1.upstream_request_head(
-        b"POST", b"/p?q", rest, host=special[b"host"], content_length=None, chunked=True,
-        upgrade=None, forwarded=(b"1.2.3.4", b"1.2.3.4", b"https", b"a.com", b"443"))
+    added = http1.forwarded_headers(b"1.2.3.4", b"1.2.3.4", b"https", b"a.com", b"443") + \
+        http1.framing_headers(None, True, None)
+    head = http1.upstream_request_head(b"POST", b"/p?q", rest, special[b"host"], added)
     assert head == (b"POST /p?q HTTP/1.1\r\nHost: a.com\r\nAccept: */*\r\n"
                     b"X-Forwarded-For: 1.2.3.4\r\nX-Real-IP: 1.2.3.4\r\n"
                     b"X-Forwarded-Proto: https\r\nX-Forwarded-Host: a.com\r\n"
                     b"X-Forwarded-Port: 443\r\nTransfer-Encoding: chunked\r\n\r\n")
+
+
+FRAMING_CASES = [
+    # (description, content_length, chunked, upgrade, lines expected)
+    ("no body, no upgrade", None, False, None, b""),
+    ("a length wins over chunked", b"5", True, None, b"Content-Length: 5\r\n"),
+    ("chunked", None, True, None, b"Transfer-Encoding: chunked\r\n"),
+    ("upgrade", None, False, b"websocket",
+     b"Connection: upgrade\r\nUpgrade: websocket\r\n"),
+]
+
+
+@pytest.mark.parametrize("desc,length,chunked,upgrade,expected", FRAMING_CASES,
+                         ids=[c[0] for c in FRAMING_CASES])
+def test_framing_headers(desc, length, chunked, upgrade, expected):
+    assert http1.framing_headers(length, chunked, upgrade) == expected
 
 
 RESPONSE_CASES = [

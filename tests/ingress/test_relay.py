@@ -116,6 +116,12 @@ CASES = [
      GET, [b"HTTP/1.1 200 OK\r\n" + HEAD + b"Connection: keep-alive, X-Secret\r\n"
            b"X-Secret: s\r\nKeep-Alive: timeout=5\r\nX-Kept: 1\r\nContent-Length: 2\r\n\r\nok"],
      b"HTTP/1.1 200 OK\r\n" + HEAD + b"X-Kept: 1\r\nContent-Length: 2\r\n\r\nok"),
+    ("several Connection headers name fields; repeated end-to-end fields all pass",
+     GET, [b"HTTP/1.1 200 OK\r\n" + HEAD + b"Connection: X-A\r\nSet-Cookie: 1\r\n"
+           b"connection: x-b\r\nX-A: a\r\nX-B: b\r\nSet-Cookie: 2\r\n"
+           b"Content-Length: 2\r\n\r\nok"],
+     b"HTTP/1.1 200 OK\r\n" + HEAD + b"Set-Cookie: 1\r\nSet-Cookie: 2\r\n"
+     b"Content-Length: 2\r\n\r\nok"),
     ("an HTTP/1.0 body delimited by the close, chunked for the HTTP/1.1 client",
      GET, [b"HTTP/1.0 200 OK\r\n" + HEAD + b"\r\nabc", None],
      b"HTTP/1.1 200 OK\r\n" + HEAD + b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"
