@@ -68,13 +68,15 @@ class Balancer:
                    affinity_timeout_s: float, client_ip: str, now: float
                    ) -> list[EndpointView]:
         """All endpoints in the order to try them; advances the rotation by one."""
-        self._refresh(endpoints)
-        if not self.order:
+        if endpoints is not self.endpoints:  # (the same tuple: nothing to refresh)
+            self._refresh(endpoints)
+        order = self.order
+        n = len(order)
+        if not n:
             return []
-        n = len(self.order)
         start = self.next % n
         self.next = (start + 1) % n
-        rotation = self.order[start:] + self.order[:start]
+        rotation = order[start:] + order[:start] if start else order.copy()
         if policy != LEAST_CONN and not affinity_timeout_s and not self.failures:
             return rotation  # the common case: plain round robin, nobody backing off
         if policy == LEAST_CONN:
@@ -94,18 +96,22 @@ class Balancer:
     def connected(self, ep: EndpointView, *, client_ip: str, now: float,
                   affinity_timeout_s: float) -> None:
         self.conns[ep] = self.conns.get(ep, 0) + 1
-        self.failures.pop(ep, None)
+        if self.failures:
+            self.failures.pop(ep, None)
         if affinity_timeout_s:
             self.affinity[client_ip] = (ep, now)
             if len(self.affinity) >= AFFINITY_SWEEP_AT:
                 self.expire(now, affinity_timeout_s)
 
     def released(self, ep: EndpointView) -> None:
-        n = self.conns.get(ep, 0) - 1
-        if n > 0 or ep in self.endpoints:
-            self.conns[ep] = max(n, 0)
+        conns = self.conns
+        n = conns.get(ep, 0) - 1
+        if n > 0:
+            conns[ep] = n
+        elif ep in self.endpoints:
+            conns[ep] = 0
         else:
-            self.conns.pop(ep, None)
+            conns.pop(ep, None)
 
     def failed(self, ep: EndpointView, *, now: float) -> None:
         count = self.failures.get(ep, (0, 0.0))[0] + 1

@@ -10,8 +10,9 @@ over its high-water mark) and resumed when the last reason goes (encode/uvicorn'
 flow_control.py does this for HTTP).
 
 `Deadlines` is a coarse timer wheel for connect budgets: one loop timer for all connections
-being connected instead of one per connection; a connection that joins takes itself out in
-O(1), and whatever is still in a bucket when its tick passes gets `expire()` called.
+being connected instead of one per connection; a connection that joins takes itself out of
+its bucket in O(1), and whatever is still in a bucket when its tick passes gets `expire()`
+called.
 """
 
 from __future__ import annotations
@@ -78,6 +79,51 @@ class ProxyMetrics:
                                      ["reason"])
 
 
+class ServiceCounters:
+    """The TCP connection metrics of one service label, updated with two calls per connection
+    (`opened`, `closed`) instead of five `Counter.inc` calls: the label tuples are made once
+    here and the counters' dicts are updated in place, which is all `Counter.inc` does."""
+
+    __slots__ = ("connections", "active", "bytes", "errors", "service", "one", "to_endpoint",
+                 "to_client")
+
+    def __init__(self, metrics: ProxyMetrics, service: str):
+        self.connections = metrics.connections.values
+        self.active = metrics.active.values
+        self.bytes = metrics.bytes.values
+        self.errors = metrics.errors
+        self.service = service
+        self.one = (service,)
+        self.to_endpoint = (service, "to_endpoint")
+        self.to_client = (service, "to_client")
+
+    def __repr__(self) -> str:
+        return f"<ServiceCounters {self.service} active={self.active.get(self.one, 0.0):g}>"
+
+    def opened(self) -> None:
+        """A connection was accepted and is being forwarded."""
+        one = self.one
+        self.connections[one] = self.connections.get(one, 0.0) + 1
+        self.active[one] = self.active.get(one, 0.0) + 1
+
+    def refused(self, reason: str) -> None:
+        """A connection was accepted and refused at once (`reason`, e.g. no_endpoints)."""
+        self.connections[self.one] = self.connections.get(self.one, 0.0) + 1
+        self.errors.inc(self.service, reason)
+
+    def error(self, reason: str) -> None:
+        self.errors.inc(self.service, reason)
+
+    def closed(self, to_endpoint: int | None = None, to_client: int | None = None) -> None:
+        """An opened connection ended; with the bytes relayed if it was joined."""
+        one = self.one
+        self.active[one] = self.active.get(one, 0.0) - 1
+        if to_endpoint is not None:
+            values = self.bytes
+            values[self.to_endpoint] = values.get(self.to_endpoint, 0.0) + to_endpoint
+            values[self.to_client] = values.get(self.to_client, 0.0) + to_client
+
+
 class Forwarding:
     def __init__(self, options: Options | None = None, metrics: ProxyMetrics | None = None, *,
                  clock: Callable[[], float] = time.monotonic):
@@ -88,6 +134,7 @@ class Forwarding:
         self.balancers: dict[tuple, Balancer] = {}
         self.connections: set = set()  # open relays, for a graceful shutdown
         self.deadlines = Deadlines()
+        self.counters: dict[str, ServiceCounters] = {}
 
     def __repr__(self) -> str:
         return f"<Forwarding {self.table!r} connections={len(self.connections)}>"
@@ -98,6 +145,12 @@ class Forwarding:
             bal = self.balancers[route.balancer_key] = Balancer()
         return bal
 
+    def counters_for(self, service: str) -> ServiceCounters:
+        counters = self.counters.get(service)
+        if counters is None:
+            counters = self.counters[service] = ServiceCounters(self.metrics, service)
+        return counters
+
     def forget_balancers(self, keep: set) -> None:
         for key in list(self.balancers):
             if key not in keep:
@@ -105,7 +158,11 @@ class Forwarding:
 
 
 class Deadlines:
-    """Items with an `expire()` method, bucketed by deadline tick (TICK_S granularity)."""
+    """Items with an `expire()` method, bucketed by deadline tick (TICK_S granularity).
+
+    `add` returns the item's bucket, a set: taking the item out when it is done is
+    `bucket.discard(item)`, no Python call on every connection's path. Buckets left empty
+    that way are dropped when their tick passes."""
 
     TICK_S = 0.05
 
@@ -115,36 +172,33 @@ class Deadlines:
         self.timer_tick = 0
 
     def __repr__(self) -> str:
-        return f"<Deadlines pending={sum(len(b) for b in self.buckets.values())}>"
+        return f"<Deadlines pending={self.pending()}>"
 
-    def add(self, item, after_s: float, loop: asyncio.AbstractEventLoop) -> int:
+    def pending(self) -> int:
+        """Items still waiting for their deadline."""
+        return sum(len(b) for b in self.buckets.values())
+
+    def add(self, item, after_s: float, loop: asyncio.AbstractEventLoop) -> set:
         """Expire `item` once `after_s` seconds have passed (rounded up to a tick); returns
-        the tick to give to `discard`."""
+        the bucket to discard it from."""
         tick = math.ceil((loop.time() + after_s) / self.TICK_S)
         bucket = self.buckets.get(tick)
         if bucket is None:
             bucket = self.buckets[tick] = set()
+            if self.timer is None or tick < self.timer_tick:
+                if self.timer is not None:
+                    self.timer.cancel()
+                self.timer_tick = tick
+                self.timer = loop.call_at(tick * self.TICK_S, self._sweep, loop)
         bucket.add(item)
-        if self.timer is None or tick < self.timer_tick:
-            if self.timer is not None:
-                self.timer.cancel()
-            self.timer_tick = tick
-            self.timer = loop.call_at(tick * self.TICK_S, self._sweep, loop)
-        return tick
-
-    def discard(self, item, tick: int) -> None:
-        bucket = self.buckets.get(tick)
-        if bucket is not None:
-            bucket.discard(item)
-            if not bucket:
-                del self.buckets[tick]
+        return bucket
 
     def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
         self.timer = None
         # Timers may fire a little early (libuv counts milliseconds): allow 2 ms.
         now = (loop.time() + 0.002) / self.TICK_S
         for tick in sorted(t for t in self.buckets if t <= now):
-            for item in self.buckets.pop(tick):
+            for item in list(self.buckets.pop(tick)):  # expire() discards from the bucket
                 item.expire()
         if self.buckets:
             self.timer_tick = min(self.buckets)

@@ -136,7 +136,7 @@ async def test_connect_budget_runs_out_on_an_unresponsive_endpoint():
         assert fwd.metrics.errors.get("default/web/TCP", "connect_failed") == 1
         assert fwd.metrics.errors.get("default/web/TCP", "exhausted") == 1
         assert route.endpoints[0] in fwd.balancer(route).failures, "backing off"
-        await until(lambda: not fwd.connections and not fwd.deadlines.buckets,
+        await until(lambda: not fwd.connections and not fwd.deadlines.pending(),
                     "the connection and its deadline to be gone")
     finally:
         listener.close()
@@ -159,7 +159,7 @@ async def test_many_short_connections_leave_nothing_behind():
         answers = [await ask(key.port, b"x") for _ in range(40)]
         assert sorted(set(answers)) == [b"a:x", b"b:x"]
         await until(lambda: not fwd.connections, "every relay to finish")
-        assert not fwd.deadlines.buckets
+        assert not fwd.deadlines.pending()
         assert all(n == 0 for n in fwd.balancer(route).conns.values())
         alive = [o for o in gc.get_objects() if isinstance(o, ClientSide) and o.fwd is fwd]
         assert alive == [], f"{len(alive)} relays kept alive by reference cycles"
