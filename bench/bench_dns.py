@@ -357,6 +357,29 @@ def cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])
 
 
+def cpu_times() -> dict[int, list[int]]:
+    """Per-CPU time from /proc/stat: {cpu: [user, nice, system, idle, iowait, irq, softirq,
+    steal]} in clock ticks."""
+    out = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("cpu") and line[3].isdigit():
+            name, *fields = line.split()
+            out[int(name[3:])] = [int(x) for x in fields[:8]]
+    return out
+
+
+def cpu_busy(before: dict[int, list[int]], after: dict[int, list[int]]) -> dict[int, tuple]:
+    """Per CPU: (busy fraction, softirq fraction) between two `cpu_times()`. The softirq
+    share matters on loopback: a sendto delivers the datagram to the receiver in the sender's
+    softirq, and that time is not in either process's utime+stime."""
+    out = {}
+    for cpu, b in before.items():
+        d = [y - x for x, y in zip(b, after[cpu])]
+        total = sum(d) or 1
+        out[cpu] = (1 - (d[3] + d[4]) / total, d[6] / total)
+    return out
+
+
 def warm(addr: str, queries: Path, cpu: int | None, port: int = PORT, netns: str = "",
          clients: int = 4) -> None:
     """One pass through the query file at a gentle pace (20 outstanding, so nothing is lost
@@ -389,8 +412,9 @@ def dnsperf(addr: str, queries: Path, duration_s: float, cpu: int | None, *, qps
         argv += ["-v"]
     before = sum(map(cpu_ticks, server_pids))
     proxy_before = cpu_ticks(proxy_pid) if proxy_pid else 0
+    times_before = cpu_times()
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-    stats = {}
+    stats = {"cpus": cpu_busy(times_before, cpu_times())}
     if server_pids:
         stats["cpu_ticks"] = sum(map(cpu_ticks, server_pids)) - before
     if proxy_pid:
@@ -453,6 +477,10 @@ def run_cases(args, workdir: Path, services: list[dict],
                                            for j in range(miss_lines)])
                 full = dnsperf(addr, qfile, args.duration, args.client_cpu,
                                server_pid=pids[who])
+                print(f"  round {rnd + 1} {case:15s} {who:9s} {full['qps']:9,.0f} q/s cpu "
+                      f"{full['cpu_us']:.1f} us/query; CPUs busy/softirq " + ", ".join(
+                          f"{c}: {b:.0%}/{si:.0%}" for c, (b, si) in full["cpus"].items()),
+                      flush=True)
                 if full["qps"] > best.get(who, {"qps": -1})["qps"]:
                     best[who] = full
         for who, addr in SERVERS:
@@ -471,6 +499,8 @@ def run_cases(args, workdir: Path, services: list[dict],
                   f" sd {full['stddev'] * 1e3:.3f} ms; at {args.latency_qps} q/s p50 "
                   f"{fixed['p50'] * 1e3:.3f} ms p99 {fixed['p99'] * 1e3:.3f} ms "
                   f"cpu {full.get('cpu_us', 0):.1f} us/query "
+                  f"(CPUs busy/softirq: " + ", ".join(
+                      f"{c}: {b:.0%}/{si:.0%}" for c, (b, si) in full["cpus"].items()) + ") "
                   f"lost {full['lost']:.0f} [{full['rcodes']}]", flush=True)
         results.append((case, row["meshnet"], row["dnsmasq"], row["dnsmasq-a"]))
     return results
