@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from bisect import bisect_left
 import logging
 import time
+from bisect import bisect_left
 from dataclasses import dataclass
 
 from meshnet.ingress import http1
 from meshnet.ingress.match import Route, RouteTable, match_normalized, normalize_host, \
     split_target
 from meshnet.ingress.upstream import UpstreamConnection, UpstreamPool
-from meshnet.metrics import DEFAULT_BUCKETS_S, Registry
+from meshnet.metrics import Registry
 
 log = logging.getLogger("meshnet.ingress.proxy")
 access_log = logging.getLogger("meshnet.ingress.access")
@@ -36,7 +36,6 @@ ROUTE_CACHE_ENTRIES = 10_000
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 NO_FIELDS: dict[bytes, bytes] = {}
 STATUS_TEXT = {status: str(status) for status in range(100, 600)}
-LATENCY_BUCKETS_S = DEFAULT_BUCKETS_S
 _MISS = object()
 
 
@@ -74,10 +73,7 @@ class Proxy:
             ("ingress", "host", "status"))
         self.latency = metrics.histogram(
             "meshnet_ingress_request_duration_seconds",
-            "Time from the request head to the end of the response.", ("ingress",),
-            LATENCY_BUCKETS_S)
-        # The latency series per Ingress, updated in place by Exchange._finish.
-        self.latency_rows: dict[str, list] = {}
+            "Time from the request head to the end of the response.", ("ingress",))
         self.upstream_failures = metrics.counter(
             "meshnet_ingress_upstream_failures_total",
             "Failed backend connects and responses.", ("reason",))
@@ -414,11 +410,11 @@ class Exchange:
         counts[key] = counts.get(key, 0.0) + 1.0
         elapsed = time.monotonic() - self._t0
         # Histogram.observe inlined, as the counter above.
-        row = proxy.latency_rows.get(ingress)
-        if row is None:
-            row = proxy.latency_rows[ingress] = proxy.latency.row(ingress)
-        index = bisect_left(LATENCY_BUCKETS_S, elapsed)
-        if index < len(LATENCY_BUCKETS_S):
+        latency = proxy.latency
+        row = latency.series.get((ingress,)) or latency.row(ingress)
+        buckets = latency.buckets
+        index = bisect_left(buckets, elapsed)
+        if index < len(buckets):
             row[index] += 1
         row[-2] += elapsed
         row[-1] += 1

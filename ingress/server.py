@@ -134,7 +134,7 @@ class ClientConnection(asyncio.Protocol):
             if self._in_head and self._header_timer is None:
                 # A head split across reads: from now it must complete within the timeout.
                 self._header_timer = self._loop.call_later(self.settings.header_timeout_s,
-                                                      self._header_timed_out)
+                                                           self._header_timed_out)
 
     def connection_lost(self, exc):
         self.closed = True
@@ -221,7 +221,7 @@ class ClientConnection(asyncio.Protocol):
             self._body_activity = self._loop.time()
             if self._body_timer is None:
                 self._body_timer = self._loop.call_later(self.settings.body_timeout_s,
-                                                    self._body_timed_out)
+                                                         self._body_timed_out)
         expect = special.get(b"expect")
         if expect is not None and expect.lower() == b"100-continue" and self.current is None:
             # Answered here (as nginx does) so the body starts flowing while the backend is
@@ -305,7 +305,7 @@ class ClientConnection(asyncio.Protocol):
             self._idle_since = self._loop.time()
             if self._idle_timer is None:
                 self._idle_timer = self._loop.call_later(self.settings.keepalive_timeout_s,
-                                                    self._idle_timed_out)
+                                                         self._idle_timed_out)
 
     def become_tunnel(self, upstream_transport: asyncio.Transport) -> None:
         self.tunnel = upstream_transport
