@@ -198,35 +198,26 @@ class ClientSide(_Side):
     def _connect_next(self) -> None:
         """Start connecting to the next candidate; moves on by itself past endpoints that fail
         at once, and resets the client when none is left."""
-        order = self.order
-        while not self.closed and self.attempt < len(order):
-            ep = self.trying = order[self.attempt]
-            self.attempt += 1
-            coro = self.connecting = self.loop.create_connection(
-                functools.partial(UpstreamSide, self), ep.ip, ep.port)
-            try:
-                waiter = coro.send(None)
-            except StopIteration:  # joined already (UpstreamSide.connection_made)
-                self.connecting = None
-                return
-            except OSError as exc:
-                self.connecting = None
-                self._failed(ep, exc)
-                continue
-            waiter.add_done_callback(self._step)
+        if self.closed:
             return
-        if not self.closed and self.peer is None:
+        if self.attempt < len(self.order):
+            ep = self.trying = self.order[self.attempt]
+            self.attempt += 1
+            self.connecting = self.loop.create_connection(
+                functools.partial(UpstreamSide, self), ep.ip, ep.port)
+            self._step(None)  # a connect failing at once comes back here, one level down
+        elif self.peer is None:
             self._exhausted()
 
     def _step(self, _future) -> None:
-        """The connect's waiter is done: run the coroutine on to its end (it returns once
-        joined; a failed connect raises here)."""
+        """Run the connect coroutine on (at the start, then each time its waiter is done):
+        it returns once joined; a failed connect raises here."""
         coro = self.connecting
         if coro is None:  # given up on meanwhile (expire, client gone)
             return
         try:
             waiting = coro.send(None)
-        except StopIteration:
+        except StopIteration:  # joined already (UpstreamSide.connection_made)
             self.connecting = None
             return
         except OSError as exc:
