@@ -40,56 +40,41 @@ import sys
 import time
 from pathlib import Path
 
-from dnslib import DNSRecord  
+from dnslib import DNSRecord
 
-from meshnet.dns.server import DnsServer, _UdpProtocol  
-from meshnet.dns.views import view_endpoints, view_service  
-from meshnet.dns.zone import ZoneConfig, compile_zone  
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "dns"))
 
-ZONE = "cluster.local"
+from bench_dns import ZONE, cluster_queries, nxdomain_queries  # noqa: E402
+from fakes import endpoints, service  # noqa: E402
+from meshnet.dns.server import DnsServer, _UdpProtocol  # noqa: E402
+from meshnet.dns.views import view_endpoints, view_service  # noqa: E402
+from meshnet.dns.zone import ZoneConfig, compile_zone  # noqa: E402
+
 NAMESPACES = [f"bench{i}" for i in range(10)]
+QUERIES = {"cluster": cluster_queries, "nxdomain": nxdomain_queries}
 
 
-def service(name: str, ns: str, cluster_ip: str, ports) -> dict:
-    return {"metadata": {"name": name, "namespace": ns},
-            "spec": {"clusterIP": cluster_ip, "ports": [
-                {"name": n, "port": p, "protocol": proto} for n, p, proto in ports]}}
-
-
-def endpoints(name: str, ns: str, ips: list[str], ports) -> dict:
-    return {"metadata": {"name": name, "namespace": ns},
-            "subsets": [{"addresses": [{"ip": ip} for ip in ips], "ports": [
-                {"name": n, "port": p, "protocol": proto} for n, p, proto in ports]}]}
-
-
-def zone(services: int = 1000, per: int = 10, headless_every: int = 10):
-    svcs, eps = [], {}
+def cluster(services: int = 1000, per: int = 10, headless_every: int = 10):
+    """(the Services as API objects, their zone table): bench_dns.py's cluster, in memory."""
+    svcs, views, eps = [], [], {}
     for i in range(services):
         ns, name = NAMESPACES[i % len(NAMESPACES)], f"svc{i}"
         headless = i % headless_every == 0
         ports = (("http", 80, "TCP"), ("grpc", 9090, "TCP"))
-        svcs.append(view_service(service(name, ns, "None" if headless else
-                                         f"10.96.{i >> 8}.{i & 255}", ports)))
+        svc = service(name, ns, "None" if headless else f"10.96.{i >> 8}.{i & 255}", ports)
+        svcs.append(svc)
+        views.append(view_service(svc))
         base = i * per
         ips = [f"10.{244 + ((base + j) >> 16)}.{((base + j) >> 8) & 255}.{(base + j) & 255}"
                for j in range(per)]
-        eps[(ns, name)] = view_endpoints(endpoints(name, ns, ips, ports))
-    return compile_zone(svcs, eps, [], ZoneConfig.make(ZONE))
+        eps[(ns, name)] = view_endpoints(endpoints(name, ns, ready=ips, ports=ports))
+    return svcs, compile_zone(views, eps, [], ZoneConfig.make(ZONE))
 
 
-def query_lines(kind: str, services: int = 1000) -> list[str]:
-    """The query mixes of bench_dns.py (`cluster_queries`, `nxdomain_queries`)."""
-    out = []
-    for i in range(services):
-        ns, name = NAMESPACES[i % len(NAMESPACES)], f"svc{i}"
-        fqdn = f"{name}.{ns}.svc.{ZONE}"
-        if kind == "cluster":
-            out += [f"{fqdn} A"] * 4 + [f"_http._tcp.{fqdn} SRV"]
-        else:
-            out += [f"{fqdn}.{ns}.svc.{ZONE} A", f"{fqdn}.svc.{ZONE} A", f"{fqdn}.{ZONE} A",
-                    f"api{name[3:]}.example.com.{ns}.svc.{ZONE} A"]
-    random.Random(1).shuffle(out)
-    return out
+def query_lines(kind: str) -> list[str]:
+    """bench_dns.py's query mix `kind` ("cluster" or "nxdomain") over that cluster."""
+    return QUERIES[kind](cluster()[0])
 
 
 class _CountingTransport:
@@ -101,11 +86,13 @@ class _CountingTransport:
 
 
 def callback(args) -> None:
-    server = DnsServer(zone())
+    services, table = cluster()
+    server = DnsServer(table)
     proto = _UdpProtocol(server)
     transport = _CountingTransport()
     proto.connection_made(transport)
-    packets = [bytes(DNSRecord.question(*line.split()).pack()) for line in query_lines(args.queries)]
+    packets = [bytes(DNSRecord.question(*line.split()).pack())
+               for line in QUERIES[args.queries](services)]
     addr = ("127.0.0.1", 40000)
     for p in packets:  # warm the memo
         proto.datagram_received(p, addr)
@@ -141,7 +128,7 @@ def serve(args) -> None:
 
             host, _, port = args.upstream.rpartition(":")
             forwarder = Forwarder([(host, int(port))])
-        server = DnsServer(zone(), forwarder)
+        server = DnsServer(cluster()[1], forwarder)
         host, port = await server.start("127.0.0.1", args.port)
         print(f"serving on {host}:{port} pid {os.getpid()}", flush=True)
         await asyncio.Event().wait()
