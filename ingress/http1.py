@@ -51,6 +51,40 @@ def http_date() -> bytes:
     return _date_cache[1]
 
 
+class Memo(dict):
+    """Whole messages, by their bytes, -> what parsing them gave (Proxy.request_heads,
+    UpstreamPool.responses): peers repeat themselves byte for byte, and a dict lookup costs a
+    fraction of a parse. Remembering costs a few thousand instructions a message, though;
+    when messages stop repeating -- it fills with fewer hits than entries -- it rests for
+    REST_MESSAGES messages, in which the callers neither look up nor remember.
+
+    Bounded: messages over MAX_MESSAGE_BYTES are not kept, and at MAX_ENTRIES all are dropped
+    (the keys are the peers' to choose): at most about 2 MiB."""
+
+    __slots__ = ("hits", "resting")
+    MAX_MESSAGE_BYTES = 4096
+    MAX_ENTRIES = 256
+    REST_MESSAGES = 16 * MAX_ENTRIES
+
+    def __init__(self):
+        super().__init__()
+        self.hits = 0  # lookups found since the last time it filled (callers count them)
+        self.resting = 0  # messages still to let pass (callers count them down)
+
+    def __repr__(self) -> str:
+        return f"<Memo entries={len(self)} hits={self.hits} resting={self.resting}>"
+
+    def remember(self, message: bytes, value) -> None:
+        if len(message) > self.MAX_MESSAGE_BYTES:
+            return
+        if len(self) >= self.MAX_ENTRIES:
+            if self.hits < len(self):
+                self.resting = self.REST_MESSAGES
+            self.clear()
+            self.hits = 0
+        self[message] = value
+
+
 def split_headers(headers: list[tuple[bytes, bytes]], special_names: frozenset[bytes]
                   ) -> tuple[dict[bytes, bytes], list[tuple[bytes, bytes]]]:
     """One pass over a head (one pass, not one per header looked up): ({lowercase name:

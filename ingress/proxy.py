@@ -60,6 +60,9 @@ class Proxy:
         self._table: RouteTable | None = None  # None until the first sync: answer 503
         # (Host, path) -> Route | None, for the current table (see route_for)
         self.routes: dict[tuple[bytes, bytes], Route | None] = {}
+        # Whole request reads -> the Exchange fields their parse gave (server.py,
+        # ClientConnection.data_received); a table swap leaves them: they are not routes.
+        self.request_heads = http1.Memo()
         self.pool = UpstreamPool()
         self._trusted = tuple(ipaddress.ip_network(c, strict=False)
                               for c in settings.trusted_proxies)
@@ -310,8 +313,9 @@ class Exchange:
     # -- response, from the backend ---------------------------------------------------------------
 
     def on_response_head(self, conn, status: int, reason: bytes, special: dict, rest: list
-                         ) -> None:
-        """special, rest: the backend's head as http1.split_headers splits it."""
+                         ) -> bytes:
+        """special, rest: the backend's head as http1.split_headers splits it. Returns the
+        head written to the client."""
         self.status = status
         self.response_started = True
         if self.method == b"HEAD" or status in (204, 304) or 100 <= status < 200:
@@ -329,9 +333,20 @@ class Exchange:
         if framing == "close":
             self.keep_alive = False
         upgrade = special.get(b"upgrade") if status == 101 else None
-        self.client.write(http1.response_head(status, reason, rest, special, framing=framing,
-                                              keep_alive=self.keep_alive, upgrade=upgrade,
-                                              http10=self.version == "1.0"))
+        head = http1.response_head(status, reason, rest, special, framing=framing,
+                                   keep_alive=self.keep_alive, upgrade=upgrade,
+                                   http10=self.version == "1.0")
+        self.client.write(head)
+        return head
+
+    def on_whole_response(self, conn: UpstreamConnection, status: int, data: bytes) -> None:
+        """A complete response framed by Content-Length, its head already rewritten for this
+        client (the upstream's memo of heads): written in one piece."""
+        self.status = status
+        self.response_started = True
+        self.response_framing = self.client_framing = "length"
+        self.client.write(data)
+        self.on_response_end(conn, True)
 
     def on_response_body(self, data: bytes) -> None:
         if self.client_framing == "chunked":

@@ -25,6 +25,15 @@ activity with the timeout and re-arm for the rest. The header timer is armed onl
 ends in the middle of a request head -- never for the common head that arrives in one read.
 Writes to the client made while a backend's read is being handled are corked into one write
 (`cork`/`uncork`).
+
+Requests are remembered by their bytes (`Proxy.request_heads`): a read that was one whole
+request without a body, from its first byte to its end and nothing else, maps to the fields
+of its Exchange; a later read with the same bytes, arriving where a request starts (the
+parser holds no part of one, none is in flight), is that same request and is not parsed
+again -- clients repeat their requests byte for byte. The parser's own state stays true
+because it is only ever skipped between messages. `on_message_begin` says when the parser
+holds part of a request; without it a read after a request's first bytes could equal a
+remembered request and be taken for it.
 """
 
 from __future__ import annotations
@@ -51,8 +60,8 @@ class ClientConnection(asyncio.Protocol):
                  "forwarded", "forwarded_cache", "parser", "current", "parsing", "queue",
                  "tunnel", "closed",
                  "_paused", "_url", "_headers", "_head_bytes", "_reject", "_upgrade_rest",
-                 "_loop", "_cork", "_in_head", "_lingering", "_header_timer", "_idle_timer",
-                 "_idle_since", "_body_timer", "_body_activity")
+                 "_loop", "_cork", "_in_head", "_in_message", "_memo", "_lingering",
+                 "_header_timer", "_idle_timer", "_idle_since", "_body_timer", "_body_activity")
 
     def __init__(self, proxy, scheme: str, loop: asyncio.AbstractEventLoop | None = None,
                  forwarded_port: bytes = b""):
@@ -82,7 +91,12 @@ class ClientConnection(asyncio.Protocol):
         self._loop = loop or asyncio.get_running_loop()
         self._cork: list[bytes] | None = None
         self._in_head = False  # between on_url and on_headers_complete
-        self._lingering = False  # rejected: discarding input until the close
+        self._in_message = False  # the parser holds part of a request
+        # What the read being parsed leaves to remember (see data_received): None while it
+        # may, the Exchange's fields after one request head, False otherwise.
+        self._memo: tuple | bool | None = None
+        # Discarding input until the close: after a rejection, or a request that closes.
+        self._lingering = False
         self._header_timer: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
         self._idle_since = 0.0
@@ -118,6 +132,18 @@ class ClientConnection(asyncio.Protocol):
             return
         if self._lingering:
             return  # after a rejected request: read and thrown away until the close
+        # _memo becomes None below when this read starts a request and may be remembered.
+        self._memo = False
+        if not self._in_message and self.current is None:
+            memo = self.proxy.request_heads
+            if memo.resting:
+                memo.resting -= 1
+            else:
+                head = memo.get(data)
+                if head is not None:
+                    memo.hits += 1
+                    return self._start_remembered(head)
+                self._memo = None
         if self._body_timer is not None:
             self._body_activity = self._loop.time()
         try:
@@ -135,6 +161,10 @@ class ClientConnection(asyncio.Protocol):
                 # A head split across reads: from now it must complete within the timeout.
                 self._header_timer = self._loop.call_later(self.settings.header_timeout_s,
                                                            self._header_timed_out)
+            elif self._memo and not self._in_message:
+                # This read was one whole request, head and nothing else: the next read
+                # with the same bytes is answered from memory.
+                self.proxy.request_heads.remember(data, self._memo)
 
     def connection_lost(self, exc):
         self.closed = True
@@ -165,8 +195,8 @@ class ClientConnection(asyncio.Protocol):
 
     # -- httptools callbacks -------------------------------------------------------------------------
 
-    # No on_message_begin (a call per request): a head's state is reset when it completes,
-    # and on_url is the first callback of every request.
+    def on_message_begin(self):
+        self._in_message = True
 
     def on_url(self, url: bytes):
         self._in_head = True
@@ -197,6 +227,12 @@ class ClientConnection(asyncio.Protocol):
         self.parsing = ex
         if len(special) > (host is not None):  # fields beyond Host the proxy must handle
             self._take_special(ex, special)
+        if self._memo is None and not ex.framing and ex.upgrade is None \
+                and b"expect" not in special:  # no body, nothing but the head to do
+            self._memo = (ex.method, ex.target, host, rest, ex.version, ex.keep_alive,
+                          ex.special)
+        else:
+            self._memo = False
         if self.current is None:
             self.current = ex
             ex.start()
@@ -205,6 +241,23 @@ class ClientConnection(asyncio.Protocol):
                 self.queue = collections.deque()
             self.queue.append(ex)
             self.pause_reading("pipeline")
+
+    def _start_remembered(self, head: tuple) -> None:
+        """A read whose bytes equal a whole request read before (proxy.request_heads): its
+        Exchange is made from the fields that parse gave, without parsing again. Only reads
+        that start at a request's first byte get here (the parser holds nothing), so the same
+        bytes mean the same request, and llhttp already accepted them once."""
+        if self._header_timer is not None:  # the first request's, armed at the connect
+            self._header_timer.cancel()
+            self._header_timer = None
+        method, target, host, rest, version, keep_alive, special = head
+        ex = Exchange(self, method, target, host, rest, version, keep_alive)
+        ex.special = special
+        ex.request_done = True
+        if not keep_alive:  # as on_message_complete
+            self._lingering = True
+        self.current = ex
+        ex.start()
 
     def _take_special(self, ex: Exchange, special: dict[bytes, bytes]) -> None:
         """The request head's fields beyond Host: its body's framing, Upgrade, Expect,
@@ -236,12 +289,17 @@ class ClientConnection(asyncio.Protocol):
         if self._body_timer is not None:
             self._body_timer.cancel()
             self._body_timer = None
+        self._in_message = False
         ex, self.parsing = self.parsing, None
         if ex is not None:
             if ex.framing:
                 ex.on_request_end()
             else:
                 ex.request_done = True
+            if not ex.keep_alive:
+                # Nothing after a request that closes the connection is read, as nginx: it
+                # is not a request (llhttp refuses it), and no reason to refuse this one.
+                self._lingering = True
 
     # -- used by exchanges ------------------------------------------------------------------------
 

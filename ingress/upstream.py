@@ -15,6 +15,15 @@ connections are never reused after `IDLE_TIMEOUT_S` (below the 75 s keep-alive n
 servers use, so the proxy never reuses a connection the backend is closing); one pool-wide
 sweep closes them.
 
+Small responses are remembered by their bytes (`UpstreamPool.responses`,
+`closing_responses`): a read that was one whole response framed by Content-Length, from its
+first byte to its last, maps to the bytes the client was sent for it, so a later read with
+the same bytes, where a response starts, is written out at once, not parsed (backends repeat
+themselves; nginx's Date changes once a second). Only responses that carry the backend's own
+Date are kept (ours would go stale), only for HTTP/1.1 clients and not for HEAD, and not when
+the backend closes after the response. `on_message_begin` says when the parser holds part of
+a response, as on the client side.
+
 Timers are lazy, because a timer armed and cancelled per request costs more than the
 request's parsing: the read timer is armed once and, when it fires, compares the time of the
 last byte from the backend with the timeout and re-arms itself for the rest; it is re-armed
@@ -44,7 +53,7 @@ class UpstreamConnection(asyncio.Protocol):
     __slots__ = ("pool", "addr", "transport", "exchange", "parser", "closed", "reused",
                  "head_only", "tunnel", "parked_at", "_loop", "_read_timer", "_read_timeout_s",
                  "_send_timeout_s", "_send_timer", "_last_read", "_special", "_rest",
-                 "_reason", "_got_response")
+                 "_reason", "_got_response", "_in_message", "_memo")
 
     def __init__(self, pool: "UpstreamPool", addr: tuple[str, int]):
         self.pool = pool
@@ -69,6 +78,11 @@ class UpstreamConnection(asyncio.Protocol):
         self._rest: list[tuple[bytes, bytes]] = []
         self._reason = b""
         self._got_response = False
+        self._in_message = False  # the parser holds part of a response
+        # What the read being parsed leaves to remember (see data_received): None while it
+        # may, (memo, head sent, status, Content-Length) after a head that can be
+        # remembered, False otherwise.
+        self._memo: tuple | bool | None = None
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else ("busy" if self.exchange else "idle")
@@ -88,6 +102,20 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.close()
             return
         self._last_read = self._loop.time()
+        # _memo becomes None below when this read starts a response and may be remembered.
+        self._memo = False
+        if not self._in_message and not self.head_only and ex.version == "1.1":
+            memo = self.pool.responses if ex.keep_alive else self.pool.closing_responses
+            if memo.resting:
+                memo.resting -= 1
+            else:
+                known = memo.get(data)
+                if known is not None:  # a whole response read before: what it became
+                    memo.hits += 1
+                    self.exchange = None
+                    ex.on_whole_response(self, known[1], known[0])
+                    return
+                self._memo = None
         # Everything this read produces for the client (head, body, last chunk) leaves in
         # one write: a send() per piece was the largest cost per request.
         client = ex.client
@@ -99,6 +127,12 @@ class UpstreamConnection(asyncio.Protocol):
             self.exchange.on_response_upgraded(self, data[offset:])
         except httptools.HttpParserError as exc:
             self._fail(f"bad response from backend {self.addr[0]}:{self.addr[1]}: {exc}")
+        else:
+            known = self._memo
+            if known and not self._in_message and len(data) <= http1.Memo.MAX_MESSAGE_BYTES:
+                end = data.find(b"\r\n\r\n") + 4
+                if len(data) - end == known[3]:  # this read was the response and no more
+                    known[0].remember(data, (known[1] + data[end:], known[2]))
         finally:
             client.uncork()
 
@@ -138,6 +172,9 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- httptools callbacks -----------------------------------------------------------------------
 
+    def on_message_begin(self):
+        self._in_message = True
+
     def on_status(self, status: bytes):
         self._reason += status
 
@@ -157,10 +194,21 @@ class UpstreamConnection(asyncio.Protocol):
         special, rest, reason = self._special, self._rest, self._reason
         self._special, self._rest, self._reason = {}, [], b""
         if 100 <= status < 200 and status != 101:
+            self._memo = False
             return  # 1xx interim: dropped (Expect is ours)
         self._got_response = True
-        self.exchange.on_response_head(self, status, reason, special,
-                                       http1.drop_connection_named(special, rest))
+        ex = self.exchange
+        sent = ex.on_response_head(self, status, reason, special,
+                                   http1.drop_connection_named(special, rest))
+        # The pair (head read, head sent) holds for the next exchange alike when the body is
+        # framed by Content-Length and the head sent has nothing of its own time (the
+        # backend's Date, not ours).
+        if self._memo is None and ex.client_framing == "length" and b"date" in special \
+                and not self.head_only and ex.version == "1.1":
+            self._memo = (self.pool.responses if ex.keep_alive else self.pool.closing_responses,
+                          sent, status, int(special[b"content-length"]))
+        else:
+            self._memo = False
         if self.head_only:
             # httptools cannot be told a response answers HEAD; end it here and start a
             # fresh parser for the next response on this connection.
@@ -176,13 +224,17 @@ class UpstreamConnection(asyncio.Protocol):
                 ex.client.write(body)  # on_response_body's common case, one call less
 
     def on_message_complete(self):
+        self._in_message = False
         if not self._got_response:  # the end of a 1xx interim response
             return
         if self.parser.get_status_code() == 101:  # the tunnel starts (HttpParserUpgrade)
             return
         ex, self.exchange = self.exchange, None  # the read timer finds no exchange and stops
         if ex is not None:
-            ex.on_response_end(self, reusable=self.head_only or self.parser.should_keep_alive())
+            reusable = self.head_only or self.parser.should_keep_alive()
+            if not reusable:
+                self._memo = False  # the backend closes: a remembered head would reuse it
+            ex.on_response_end(self, reusable=reusable)
 
     # -- used by the exchange --------------------------------------------------------------------
 
@@ -256,6 +308,11 @@ class UpstreamPool:
 
     def __init__(self):
         self.idle: dict[tuple[str, int], list[UpstreamConnection]] = {}
+        # The memos of whole responses (see UpstreamConnection.data_received): a read from a
+        # backend -> (what the client is sent for it, status), for clients that keep the
+        # connection and for those that close it.
+        self.responses = http1.Memo()
+        self.closing_responses = http1.Memo()
         self.connects = 0
         self._sweeper: asyncio.TimerHandle | None = None
 

@@ -122,3 +122,34 @@ def test_response_head(desc, headers, framing, keep_alive, expected):
 def test_response_head_adds_server_and_date_when_missing():
     head = http1.response_head(204, b"", [], {}, framing="none", keep_alive=True)
     assert head.startswith(b"HTTP/1.1 204 \r\nServer: meshnet-ingress\r\nDate: ")
+
+
+MAX = http1.Memo.MAX_ENTRIES
+FULL = {b"%d" % i: 0 for i in range(MAX)}
+MEMO_CASES = [
+    # (description, entries already in the memo, hits counted since it last filled, message
+    #  to remember, memo afterwards, messages it then rests for)
+    ("a message is kept", {}, 0, b"GET / HTTP/1.1\r\n\r\n", {b"GET / HTTP/1.1\r\n\r\n": 1}, 0),
+    ("one of MAX_MESSAGE_BYTES is kept", {}, 0, b"x" * http1.Memo.MAX_MESSAGE_BYTES,
+     {b"x" * http1.Memo.MAX_MESSAGE_BYTES: 1}, 0),
+    ("a longer one is not", {b"a": 0}, 0, b"x" * (http1.Memo.MAX_MESSAGE_BYTES + 1), {b"a": 0}, 0),
+    ("below MAX_ENTRIES the others stay", dict(list(FULL.items())[1:]), 0, b"new",
+     {**dict(list(FULL.items())[1:]), b"new": 1}, 0),
+    ("at MAX_ENTRIES, with as many hits as entries: all dropped, no rest", FULL, MAX, b"new",
+     {b"new": 1}, 0),
+    ("at MAX_ENTRIES with fewer hits than entries: dropped, and a rest", FULL, MAX - 1, b"new",
+     {b"new": 1}, http1.Memo.REST_MESSAGES),
+]
+
+
+@pytest.mark.parametrize("desc,before,hits,message,after,resting", MEMO_CASES,
+                         ids=[c[0] for c in MEMO_CASES])
+def test_memo_is_bounded_and_rests_when_messages_do_not_repeat(desc, before, hits, message,
+                                                               after, resting):
+    memo = http1.Memo()
+    memo.update(before)
+    memo.hits = hits
+    memo.remember(message, 1)
+    assert dict(memo) == after, desc
+    assert memo.resting == resting, desc
+    assert memo.hits == (hits if len(before) < MAX else 0), desc
