@@ -20,6 +20,7 @@ import ipaddress
 import logging
 import os
 import sys
+import tempfile
 
 from meshnet.client.aio import AsyncClient
 from meshnet.client.errors import ClientError
@@ -112,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "sums them up (docs/ingress.md)")
     p.add_argument("--log-level", default="info")
     add_worker_flags(p)  # set by the --workers supervisor on the processes it starts
+    # Also set by the supervisor: where the generated default certificate of all its workers
+    # is (tls.crt, tls.key), so that an unknown SNI name gets the same one from each.
+    p.add_argument("--default-certificate-dir", default="", help=argparse.SUPPRESS)
     return p
 
 
@@ -142,7 +146,8 @@ async def serve(args, stop: asyncio.Event) -> None:
                                  trusted_proxies=parse_cidrs(args.trusted_proxies,
                                                              "--trusted-proxies")), metrics)
     try:
-        tls = TLSStore(*await default_certificate())
+        tls = TLSStore(*(read_certificate(args.default_certificate_dir)
+                         if args.default_certificate_dir else await default_certificate()))
     except OSError as exc:
         raise DaemonError(str(exc)) from None
     controller = IngressController(
@@ -200,9 +205,33 @@ WORKERS = WorkerSpec("meshnet-ingress", "meshnet.ingress.main", listen_flags, pa
                      STOP_DEADLINE_S)
 
 
+def read_certificate(directory: str) -> tuple[bytes, bytes]:
+    """(cert, key) PEM from tls.crt and tls.key in directory."""
+    with open(os.path.join(directory, "tls.crt"), "rb") as cert, \
+            open(os.path.join(directory, "tls.key"), "rb") as key:
+        return cert.read(), key.read()
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    if args.workers > 1 and not args.worker_of and not args.default_certificate_dir:
+        # The supervisor makes the default certificate once, for all its workers (one
+        # ingress-nginx pod has one fake certificate too), in a private directory that lives
+        # as long as it does; `--default-ssl-certificate` replaces it as for one process.
+        with tempfile.TemporaryDirectory(prefix="meshnet-ingress-") as tmp:
+            try:
+                cert, key = asyncio.run(default_certificate())
+            except OSError as exc:
+                print(f"meshnet-ingress: {exc}", file=sys.stderr)
+                return 1
+            for name, data in (("tls.crt", cert), ("tls.key", key)):
+                fd = os.open(os.path.join(tmp, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                             0o600)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+            argv = [*argv, "--default-certificate-dir", tmp]
+            return run(WORKERS, args, argv, lambda stop: serve(args, stop))
     return run(WORKERS, args, argv, lambda stop: serve(args, stop))
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
+import ssl
 import time
 from pathlib import Path
 
@@ -104,6 +106,22 @@ def test_workers_get_their_index_and_the_first_ones_ports(cluster):
             assert flag(pid, "--http-listen") == f"{INGRESS_HOST}:{cluster.ingress.http_port}"
             assert flag(pid, "--https-listen") == \
                 f"{INGRESS_HOST}:{cluster.ingress.https_port}"
+
+
+def test_every_worker_offers_the_same_default_certificate(cluster):
+    """Made once by the supervisor: 20 connections without SNI, spread over the workers by
+    SO_REUSEPORT, all see one certificate (each worker making its own would show two)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    seen = set()
+    for _ in range(20):
+        with socket.create_connection((INGRESS_HOST, cluster.ingress.https_port), 5) as sock, \
+                context.wrap_socket(sock) as tls:
+            seen.add(tls.getpeercert(binary_form=True))
+    assert len(seen) == 1
+    argv = Path(f"/proc/{children(cluster.ingress.proc.pid)[0]}/cmdline").read_bytes()
+    assert b"--default-certificate-dir" in argv
 
 
 def test_a_dead_worker_is_started_again(cluster):
