@@ -23,12 +23,18 @@ Cost per connection
 A short connection is dominated by fixed costs (two sockets, two uvloop transports, a connect
 coroutine), so the Python around them is kept to few calls, each of which costs about as much
 as a system call here: the protocols are made through `functools.partial` (no lambda frame);
-attributes that rarely change from their defaults are class attributes, not stored per
-instance; the early bytes are one `bytes` object in the common case; a connection's metrics
-are two calls (`ServiceCounters.opened`/`closed`); the connect deadline is left with a plain
+the early bytes are one `bytes` object in the common case; a connection's metrics are two
+calls (`ServiceCounters.opened`/`closed`); the connect deadline is left with a plain
 `set.discard` on its bucket; the join is one method. Measured with callgrind over 2,000
 connections through the bench's set-up: 128k user-space instructions per connection before
-these, 106k after (docs/proxy.md, Performance notes).
+these, 106k after (docs/proxy.md, "Cost of a new connection"; bench/bench_proxy_micro.py
+counts them).
+
+The protocols have `__slots__`, every one set in the class's own `__init__`: on Python 3.11
+an attribute read through an instance from a class-level default is not specialised (it cost
+more than the stores it saved), and stores in a `_Side.__init__` shared by both classes see
+two types and are not specialised either (measured: 2.0% and 1.3% more instructions per
+connection than this).
 """
 
 from __future__ import annotations
@@ -52,13 +58,8 @@ EARLY_LIMIT = 64 * 1024
 class _Side(asyncio.Protocol):
     # Both sides hold each other and their transports; connection_lost breaks those cycles so
     # a finished connection is freed by reference counting, not left to the cyclic GC.
-    # Class-level defaults: most connections never change these, so they cost no store.
-    transport: asyncio.Transport | None = None
-    flow: FlowControl | None = None  # made on the first pause
-    peer: "_Side | None" = None
-    eof = False
-    closed = False
-    received = 0
+    # Slots, all set in each class's own __init__ (see "Cost per connection").
+    __slots__ = ("transport", "flow", "peer", "eof", "closed", "received")
     keep_open_unjoined = False  # what an EOF before the join does (see eof_received)
 
     def data_received(self, data: bytes) -> None:
@@ -117,8 +118,15 @@ class _Side(asyncio.Protocol):
 
 
 class UpstreamSide(_Side):
+    __slots__ = ()
+
     def __init__(self, client: "ClientSide"):
-        self.peer = client
+        self.transport: asyncio.Transport | None = None
+        self.flow: FlowControl | None = None  # made on the first pause
+        self.peer: _Side | None = client
+        self.eof = False
+        self.closed = False
+        self.received = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         self.transport = transport
@@ -135,25 +143,34 @@ class UpstreamSide(_Side):
 
 
 class ClientSide(_Side):
-    # Defaults of the connecting state; see _Side about class-level defaults.
-    early: bytes | bytearray | None = None  # read before the upstream joined
-    route: Route | None = None
-    balancer: Balancer | None = None
-    counters: ServiceCounters | None = None
-    endpoint: EndpointView | None = None  # once joined
-    trying: EndpointView | None = None  # the endpoint being connected to
-    client_ip = ""
-    service = ""
-    attempt = 0
-    deadline: set | None = None  # the Forwarding.deadlines bucket while connecting
-    connecting = None  # the create_connection coroutine in flight
+    __slots__ = ("loop", "fwd", "key", "early", "route", "balancer", "counters", "order",
+                 "endpoint", "trying", "client_ip", "service", "attempt", "deadline",
+                 "connecting")
     keep_open_unjoined = True
 
     def __init__(self, fwd: Forwarding, key: ListenerKey, loop: asyncio.AbstractEventLoop):
+        self.transport: asyncio.Transport | None = None
+        self.flow: FlowControl | None = None  # made on the first pause
+        self.peer: UpstreamSide | None = None  # once joined
+        self.eof = False
+        self.closed = False
+        self.received = 0
         # Kept, not looked up: asyncio.get_running_loop() makes a getpid() system call.
         self.loop = loop
         self.fwd = fwd
         self.key = key
+        self.early: bytes | bytearray | None = None  # read before the upstream joined
+        self.route: Route | None = None
+        self.balancer: Balancer | None = None
+        self.counters: ServiceCounters | None = None
+        self.order: list[EndpointView] | None = None  # the endpoints to try, in order
+        self.endpoint: EndpointView | None = None  # once joined
+        self.trying: EndpointView | None = None  # the endpoint being connected to
+        self.client_ip = ""
+        self.service = ""
+        self.attempt = 0
+        self.deadline: set | None = None  # the Forwarding.deadlines bucket while connecting
+        self.connecting = None  # the create_connection coroutine in flight
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else ("joined" if self.peer else "connecting")
