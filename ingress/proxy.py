@@ -23,6 +23,7 @@ from meshnet.ingress import http1
 from meshnet.ingress.match import Route, RouteTable, match_normalized, normalize_host, \
     split_target
 from meshnet.ingress.upstream import UpstreamConnection, UpstreamPool
+from meshnet.deadlines import Deadlines
 from meshnet.metrics import Registry
 
 log = logging.getLogger("meshnet.ingress.proxy")
@@ -64,6 +65,7 @@ class Proxy:
         # ClientConnection.data_received); a table swap leaves them: they are not routes.
         self.request_heads = http1.Memo()
         self.pool = UpstreamPool()
+        self.deadlines = Deadlines()  # request heads due (server.ClientConnection.expire)
         self._trusted = tuple(ipaddress.ip_network(c, strict=False)
                               for c in settings.trusted_proxies)
         self.trusts_any = bool(self._trusted)  # is_trusted() can be true at all

@@ -21,8 +21,11 @@ An `Upgrade` request whose backend answers 101 turns both connections into a byt
 
 Timers are lazy (arming and cancelling a timer per request cost more than parsing it): the
 idle and body timers are armed once and, when they fire, compare the time of the last
-activity with the timeout and re-arm for the rest. The header timer is armed only when a read
-ends in the middle of a request head -- never for the common head that arrives in one read.
+activity with the timeout and re-arm for the rest. The request-head deadline is no timer of
+its own but an entry in the proxy's `Deadlines` (meshnet/deadlines.py: one loop timer for all
+connections; a timer armed and cancelled per connection cost a tenth of a new connection's
+Python work), taken at the connect and again only when a read ends in the middle of a request
+head -- never for the common head that arrives in one read.
 Writes to the client made while a backend's read is being handled are corked into one write
 (`cork`/`uncork`).
 
@@ -61,7 +64,8 @@ class ClientConnection(asyncio.Protocol):
                  "tunnel", "closed",
                  "_paused", "_url", "_headers", "_head_bytes", "_reject", "_upgrade_rest",
                  "_loop", "_cork", "_in_head", "_in_message", "_memo", "_lingering",
-                 "_header_timer", "_idle_timer", "_idle_since", "_body_timer", "_body_activity")
+                 "_header_deadline", "_idle_timer", "_idle_since", "_body_timer",
+                 "_body_activity")
 
     def __init__(self, proxy, scheme: str, loop: asyncio.AbstractEventLoop | None = None,
                  forwarded_port: bytes = b""):
@@ -74,7 +78,9 @@ class ClientConnection(asyncio.Protocol):
         self.forwarded: tuple[bytes, bytes, bytes] = (b"", b"", forwarded_port)
         # (Host, its forwarded_headers) of the last request: built once per connection.
         self.forwarded_cache: tuple[bytes | None, bytes] = (None, b"")
-        self.parser = httptools.HttpRequestParser(self)
+        # Made at the first read the memo of requests does not answer (most connections of a
+        # client that repeats itself never need one).
+        self.parser: httptools.HttpRequestParser | None = None
         self.current: Exchange | None = None
         self.parsing: Exchange | None = None
         # Pipelined requests; a deque from the first one (the common client never pipelines).
@@ -97,7 +103,8 @@ class ClientConnection(asyncio.Protocol):
         self._memo: tuple | bool | None = None
         # Discarding input until the close: after a rejection, or a request that closes.
         self._lingering = False
-        self._header_timer: asyncio.TimerHandle | None = None
+        # The proxy's Deadlines bucket this connection is in while a request head is due.
+        self._header_deadline: set | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
         self._idle_since = 0.0
         self._body_timer: asyncio.TimerHandle | None = None
@@ -123,8 +130,8 @@ class ClientConnection(asyncio.Protocol):
         proxy.connections.add(self)
         # The first request's head is timed from the connect: a slowloris that never sends a
         # byte is cut off the same as one that sends them slowly.
-        self._header_timer = self._loop.call_later(self.settings.header_timeout_s,
-                                                   self._header_timed_out)
+        self._header_deadline = proxy.deadlines.add(self, self.settings.header_timeout_s,
+                                                    self._loop)
 
     def data_received(self, data: bytes):
         if self.tunnel is not None:
@@ -147,7 +154,7 @@ class ClientConnection(asyncio.Protocol):
         if self._body_timer is not None:
             self._body_activity = self._loop.time()
         try:
-            self.parser.feed_data(data)
+            (self.parser or self._new_parser()).feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             self._upgrade_rest += data[exc.args[0]:]
             self.pause_reading("upgrade")  # nothing more until the backend answers 101
@@ -157,10 +164,10 @@ class ClientConnection(asyncio.Protocol):
             log.info("%s: bad request: %s", self.client_ip, exc)
             self.reject(400)
         else:
-            if self._in_head and self._header_timer is None:
+            if self._in_head and self._header_deadline is None:
                 # A head split across reads: from now it must complete within the timeout.
-                self._header_timer = self._loop.call_later(self.settings.header_timeout_s,
-                                                           self._header_timed_out)
+                self._header_deadline = self.proxy.deadlines.add(
+                    self, self.settings.header_timeout_s, self._loop)
             elif self._memo and not self._in_message:
                 # This read was one whole request, head and nothing else: the next read
                 # with the same bytes is answered from memory.
@@ -172,7 +179,9 @@ class ClientConnection(asyncio.Protocol):
         # transport, over TLS its SSL objects) would be a cycle only the GC frees.
         self.parser = None
         self.proxy.connections.discard(self)
-        for timer in (self._header_timer, self._idle_timer, self._body_timer):
+        if self._header_deadline is not None:
+            self._header_deadline.discard(self)
+        for timer in (self._idle_timer, self._body_timer):
             if timer is not None:
                 timer.cancel()
         if self.tunnel is not None:
@@ -195,6 +204,10 @@ class ClientConnection(asyncio.Protocol):
 
     # -- httptools callbacks -------------------------------------------------------------------------
 
+    def _new_parser(self) -> httptools.HttpRequestParser:
+        self.parser = httptools.HttpRequestParser(self)
+        return self.parser
+
     def on_message_begin(self):
         self._in_message = True
 
@@ -215,9 +228,9 @@ class ClientConnection(asyncio.Protocol):
 
     def on_headers_complete(self):
         self._in_head = False
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
+        if self._header_deadline is not None:
+            self._header_deadline.discard(self)
+            self._header_deadline = None
         p = self.parser
         special, rest = http1.split_headers(self._headers, http1.REQUEST_SPECIAL)
         host = special.get(b"host")
@@ -247,9 +260,9 @@ class ClientConnection(asyncio.Protocol):
         Exchange is made from the fields that parse gave, without parsing again. Only reads
         that start at a request's first byte get here (the parser holds nothing), so the same
         bytes mean the same request, and llhttp already accepted them once."""
-        if self._header_timer is not None:  # the first request's, armed at the connect
-            self._header_timer.cancel()
-            self._header_timer = None
+        if self._header_deadline is not None:  # the first request's, from the connect
+            self._header_deadline.discard(self)
+            self._header_deadline = None
         method, target, host, rest, version, keep_alive, special = head
         ex = Exchange(self, method, target, host, rest, version, keep_alive)
         ex.special = special
@@ -414,8 +427,9 @@ class ClientConnection(asyncio.Protocol):
     # -- internals --------------------------------------------------------------------------------
 
 
-    def _header_timed_out(self) -> None:
-        self._header_timer = None
+    def expire(self) -> None:
+        """The request head is late (proxy.deadlines calls this): 408."""
+        self._header_deadline = None
         if self.current is None and not self.closed:
             self.reject(408, linger=False)
 

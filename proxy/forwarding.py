@@ -9,22 +9,20 @@ any reason holds ("connecting": no upstream yet; "peer-full": the other side's w
 over its high-water mark) and resumed when the last reason goes (encode/uvicorn's
 flow_control.py does this for HTTP).
 
-`Deadlines` is a coarse timer wheel for connect budgets: one loop timer for all connections
-being connected instead of one per connection; a connection that joins takes itself out of
-its bucket in O(1), and whatever is still in a bucket when its tick passes gets `expire()`
-called.
+Connect budgets are kept in a `meshnet.deadlines.Deadlines` (one loop timer for all
+connections being connected instead of one per connection).
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import socket
 import struct
 import time
 from dataclasses import dataclass
 from typing import Callable
 
+from meshnet.deadlines import Deadlines
 from meshnet.metrics import Registry
 from meshnet.proxy.balancer import Balancer
 from meshnet.proxy.table import ProxyTable, Route
@@ -155,54 +153,6 @@ class Forwarding:
         for key in list(self.balancers):
             if key not in keep:
                 del self.balancers[key]
-
-
-class Deadlines:
-    """Items with an `expire()` method, bucketed by deadline tick (TICK_S granularity).
-
-    `add` returns the item's bucket, a set: taking the item out when it is done is
-    `bucket.discard(item)`, no Python call on every connection's path. Buckets left empty
-    that way are dropped when their tick passes."""
-
-    TICK_S = 0.05
-
-    def __init__(self):
-        self.buckets: dict[int, set] = {}
-        self.timer: asyncio.TimerHandle | None = None
-        self.timer_tick = 0
-
-    def __repr__(self) -> str:
-        return f"<Deadlines pending={self.pending()}>"
-
-    def pending(self) -> int:
-        """Items still waiting for their deadline."""
-        return sum(len(b) for b in self.buckets.values())
-
-    def add(self, item, after_s: float, loop: asyncio.AbstractEventLoop) -> set:
-        """Expire `item` once `after_s` seconds have passed (rounded up to a tick); returns
-        the bucket to discard it from."""
-        tick = math.ceil((loop.time() + after_s) / self.TICK_S)
-        bucket = self.buckets.get(tick)
-        if bucket is None:
-            bucket = self.buckets[tick] = set()
-            if self.timer is None or tick < self.timer_tick:
-                if self.timer is not None:
-                    self.timer.cancel()
-                self.timer_tick = tick
-                self.timer = loop.call_at(tick * self.TICK_S, self._sweep, loop)
-        bucket.add(item)
-        return bucket
-
-    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.timer = None
-        # Timers may fire a little early (libuv counts milliseconds): allow 2 ms.
-        now = (loop.time() + 0.002) / self.TICK_S
-        for tick in sorted(t for t in self.buckets if t <= now):
-            for item in list(self.buckets.pop(tick)):  # expire() discards from the bucket
-                item.expire()
-        if self.buckets:
-            self.timer_tick = min(self.buckets)
-            self.timer = loop.call_at(self.timer_tick * self.TICK_S, self._sweep, loop)
 
 
 class FlowControl:
