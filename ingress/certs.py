@@ -163,19 +163,31 @@ async def default_certificate() -> tuple[bytes, bytes]:
     return cert, key
 
 
+def write_pem_pair(directory: str, cert: bytes, key: bytes) -> tuple[str, str]:
+    """tls.crt and tls.key in `directory` (a private one: mode 0700), readable by the owner
+    alone; returns their paths."""
+    os.chmod(directory, 0o700)
+    paths = os.path.join(directory, "tls.crt"), os.path.join(directory, "tls.key")
+    for path, data in zip(paths, (cert, key)):
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+            f.write(data)
+    return paths
+
+
+def read_pem_pair(directory: str) -> tuple[bytes, bytes]:
+    """(cert, key) from the tls.crt and tls.key write_pem_pair put in `directory`."""
+    with open(os.path.join(directory, "tls.crt"), "rb") as cert, \
+            open(os.path.join(directory, "tls.key"), "rb") as key:
+        return cert.read(), key.read()
+
+
 def server_context(cert: bytes, key: bytes) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_alpn_protocols(["http/1.1"])
     # The ssl module loads PEM from files only: a private directory, removed at once.
     with tempfile.TemporaryDirectory(prefix="meshnet-ingress-") as tmp:
-        os.chmod(tmp, 0o700)
-        cert_path, key_path = os.path.join(tmp, "tls.crt"), os.path.join(tmp, "tls.key")
-        with open(cert_path, "wb") as f:
-            f.write(cert)
-        with open(key_path, "wb") as f:
-            f.write(key)
-        ctx.load_cert_chain(cert_path, key_path)
+        ctx.load_cert_chain(*write_pem_pair(tmp, cert, key))
     return ctx
 
 

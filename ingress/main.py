@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import gc
 import ipaddress
@@ -25,7 +26,7 @@ import tempfile
 from meshnet.client.aio import AsyncClient
 from meshnet.client.errors import ClientError
 from meshnet.daemon import DaemonError, add_server_flag
-from meshnet.ingress.certs import TLSStore, default_certificate
+from meshnet.ingress.certs import TLSStore, default_certificate, read_pem_pair, write_pem_pair
 from meshnet.ingress.controller import IngressController
 from meshnet.ingress.proxy import Proxy, ServerSettings
 from meshnet.ingress.routes import DEFAULT_CLASS_NAME, RoutingConfig
@@ -146,7 +147,7 @@ async def serve(args, stop: asyncio.Event) -> None:
                                  trusted_proxies=parse_cidrs(args.trusted_proxies,
                                                              "--trusted-proxies")), metrics)
     try:
-        tls = TLSStore(*(read_certificate(args.default_certificate_dir)
+        tls = TLSStore(*(read_pem_pair(args.default_certificate_dir)
                          if args.default_certificate_dir else await default_certificate()))
     except OSError as exc:
         raise DaemonError(str(exc)) from None
@@ -205,34 +206,24 @@ WORKERS = WorkerSpec("meshnet-ingress", "meshnet.ingress.main", listen_flags, pa
                      STOP_DEADLINE_S)
 
 
-def read_certificate(directory: str) -> tuple[bytes, bytes]:
-    """(cert, key) PEM from tls.crt and tls.key in directory."""
-    with open(os.path.join(directory, "tls.crt"), "rb") as cert, \
-            open(os.path.join(directory, "tls.key"), "rb") as key:
-        return cert.read(), key.read()
-
-
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    if args.workers > 1 and not args.worker_of and not args.default_certificate_dir:
-        # The supervisor makes the default certificate once, for all its workers (one
-        # ingress-nginx pod has one fake certificate too), in a private directory that lives
-        # as long as it does; `--default-ssl-certificate` replaces it as for one process.
-        with tempfile.TemporaryDirectory(prefix="meshnet-ingress-") as tmp:
+    with contextlib.ExitStack() as stack:
+        if args.workers > 1 and not args.worker_of and not args.default_certificate_dir:
+            # The supervisor makes the default certificate once, for all its workers (one
+            # ingress-nginx pod has one fake certificate too), in a private directory that
+            # lives as long as it does; `--default-ssl-certificate` replaces it as for one
+            # process.
             try:
-                cert, key = asyncio.run(default_certificate())
+                pair = asyncio.run(default_certificate())
             except OSError as exc:
                 print(f"meshnet-ingress: {exc}", file=sys.stderr)
                 return 1
-            for name, data in (("tls.crt", cert), ("tls.key", key)):
-                fd = os.open(os.path.join(tmp, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL,
-                             0o600)
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="meshnet-ingress-"))
+            write_pem_pair(tmp, *pair)
             argv = [*argv, "--default-certificate-dir", tmp]
-            return run(WORKERS, args, argv, lambda stop: serve(args, stop))
-    return run(WORKERS, args, argv, lambda stop: serve(args, stop))
+        return run(WORKERS, args, argv, lambda stop: serve(args, stop))
 
 
 if __name__ == "__main__":

@@ -202,9 +202,9 @@ class UpstreamConnection(asyncio.Protocol):
                                    http1.drop_connection_named(special, rest))
         # The pair (head read, head sent) holds for the next exchange alike when the body is
         # framed by Content-Length and the head sent has nothing of its own time (the
-        # backend's Date, not ours).
-        if self._memo is None and ex.client_framing == "length" and b"date" in special \
-                and not self.head_only and ex.version == "1.1":
+        # backend's Date, not ours). None: data_received found the exchange fit (HTTP/1.1,
+        # not HEAD) and this the read's first head.
+        if self._memo is None and ex.client_framing == "length" and b"date" in special:
             self._memo = (self.pool.responses if ex.keep_alive else self.pool.closing_responses,
                           sent, status, int(special[b"content-length"]))
         else:
