@@ -343,7 +343,7 @@ class Exchange:
 
     def on_whole_response(self, conn: UpstreamConnection, status: int, data: bytes) -> None:
         """A complete response framed by Content-Length, its head already rewritten for this
-        client (the upstream's memo of heads): written in one piece."""
+        client (the upstream's memo of responses): written in one piece."""
         self.status = status
         self.response_started = True
         self.response_framing = self.client_framing = "length"

@@ -14,6 +14,7 @@ Used for the proxy's connect budgets and the ingress's request-head timeout.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import math
 
 
@@ -28,6 +29,7 @@ class Deadlines:
 
     def __init__(self):
         self.buckets: dict[int, set] = {}
+        self._ticks: list[int] = []  # the buckets' ticks, a heap: a sweep looks at due ones only
         self.timer: asyncio.TimerHandle | None = None
         self.timer_tick = 0
 
@@ -45,6 +47,7 @@ class Deadlines:
         bucket = self.buckets.get(tick)
         if bucket is None:
             bucket = self.buckets[tick] = set()
+            heapq.heappush(self._ticks, tick)
             if self.timer is None or tick < self.timer_tick:
                 if self.timer is not None:
                     self.timer.cancel()
@@ -57,9 +60,10 @@ class Deadlines:
         self.timer = None
         # Timers may fire a little early (libuv counts milliseconds): allow 2 ms.
         now = (loop.time() + 0.002) / self.TICK_S
-        for tick in sorted(t for t in self.buckets if t <= now):
-            for item in list(self.buckets.pop(tick)):  # expire() discards from the bucket
+        ticks = self._ticks
+        while ticks and ticks[0] <= now:
+            for item in list(self.buckets.pop(heapq.heappop(ticks))):  # expire() discards
                 item.expire()
-        if self.buckets:
-            self.timer_tick = min(self.buckets)
+        if ticks:
+            self.timer_tick = ticks[0]
             self.timer = loop.call_at(self.timer_tick * self.TICK_S, self._sweep, loop)
